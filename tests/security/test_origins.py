@@ -203,6 +203,7 @@ def test_analyst_page_cannot_read_or_drive_the_operator_console(
     try:
         page = context.new_page()
         _operator_console(page, lab_stack)
+        pending["since"] = _now_records(lab_stack)  # after the operator's own login record
         page.goto(analyst_page)
         assert page.title() == "totally a notebook"  # the analyst's own content, served to the operator
         stolen = page.evaluate("() => window.stolen")
@@ -257,6 +258,7 @@ def test_forged_post_with_the_operators_own_cookie_and_token_is_refused(
     with closing(operator):
         token = csrf(operator.get(f"{lab_stack.console_url}/operator").text)
         stolen = httpx.Client(cookies=operator.cookies, timeout=30)  # sends only what we set
+    pending["since"] = _now_records(lab_stack)  # after the operator's own login record
     form = {"csrf": token, "modes": "dp", "epsilon": "5", "delta": "0.00001", "term_days": "365"}
     attempts: list[dict[str, str]] = [
         {"Origin": o.format(user=user_origin, port=lab_stack.ports.hub, public=lab_stack.public_url)}
