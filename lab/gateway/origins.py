@@ -9,7 +9,8 @@ gateway, makes that separation hold for the gateway's own requests and pages:
   origin: an ``Origin`` header equal to it, or ``Sec-Fetch-Site: same-origin``. A request
   that carries neither is accepted only as a bearer-authenticated API call (a notebook's
   ``lab`` client, MinIO's webhook), never on ``/console/``, where the session is a cookie.
-  Anything else gets 403 before the route runs, and nothing changes.
+  Anything else gets 403 (401 for an API call with no token at all) before the route runs,
+  and nothing changes.
 - **Every response** carries a strict Content-Security-Policy (no script at all, styles
   only the consoles' own, pinned by hash, ``frame-ancestors 'none'``, forms only to the gateway and
   Keycloak), ``X-Frame-Options: DENY``, ``X-Content-Type-Options: nosniff``, a
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _SHOWN_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?$")
 _PATH_CHARS = "/:@-._~!$&'()*+,;="
+NO_TOKEN = (
+    "This request changes something but carries neither the console's Origin nor "
+    "'Authorization: Bearer <access token>'; send the token. / 该请求既无控制台来源也无访问令牌，"
+    "请提供访问令牌。"
+)
 
 
 def content_security_policy(keycloak: str, styles: Sequence[str] = ()) -> str:
@@ -128,10 +134,12 @@ class OriginGuard:
         if origin is not None or site is not None:
             return None
         on_console = path == self.console_prefix or path.startswith(self.console_prefix + "/")
+        if on_console:
+            return "origin-missing"
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        if not on_console and scheme.lower() == "bearer" and token.strip():
+        if scheme.lower() == "bearer" and token.strip():
             return None  # a bearer-token API call from a program: no browser, no ambient cookie
-        return "origin-missing"
+        return "not-authenticated"  # no Origin is accepted only with a bearer token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -164,6 +172,15 @@ class OriginGuard:
         await self.app(scope, receive, send_with_headers)
 
     async def _refuse(self, scope: Scope, send: Send, reason: str, headers: Headers) -> None:
+        if reason == "not-authenticated":
+            await self._send(
+                send,
+                401,
+                json.dumps({"error": {"reason": reason, "message": NO_TOKEN}}, ensure_ascii=False).encode(),
+                b"application/json",
+                [(b"www-authenticate", b"Bearer")],
+            )
+            return
         message = (
             "This request came from another site or page (its Origin is not "
             f"{self.origin}); nothing was changed. Use the console itself, or call the API "
@@ -183,14 +200,20 @@ class OriginGuard:
         else:
             body = json.dumps({"error": {"reason": reason, "message": message}}, ensure_ascii=False).encode()
             kind = b"application/json"
+        await self._send(send, 403, body, kind)
+
+    async def _send(
+        self, send: Send, status: int, body: bytes, kind: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
         await send(
             {
                 "type": "http.response.start",
-                "status": 403,
+                "status": status,
                 "headers": [
                     (b"content-type", kind),
                     (b"content-length", str(len(body)).encode()),
                     (b"cache-control", b"no-store"),
+                    *extra,
                     *self.headers,
                 ],
             }

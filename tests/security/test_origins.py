@@ -245,6 +245,27 @@ def test_analyst_page_cannot_frame_the_console(
         context.close()
 
 
+def test_hosts_do_not_mix(lab_stack: Settings, analyst_page: str) -> None:
+    """The analyst's content is only on their host; the gateway only on the hub's.
+
+    Python's resolver does not know ``*.localhost``, so we ask the proxy on 127.0.0.1 with the
+    ``Host`` header a browser would send.
+    """
+    user_host = urlsplit(analyst_page).netloc
+    hub_host = urlsplit(lab_stack.public_url).netloc
+    path = urlsplit(analyst_page).path
+    with httpx.Client(base_url=lab_stack.bind_url, timeout=30, follow_redirects=False) as proxy:
+        assert "totally a notebook" in proxy.get(path, headers={"Host": user_host}).text  # the route works
+        on_hub = proxy.get(path, headers={"Host": hub_host})
+        assert "totally a notebook" not in on_hub.text, "the analyst's page is served on the hub's origin"
+        for gateway_path in ("/services/gateway/health", "/services/gateway/console/login"):
+            on_user = proxy.get(gateway_path, headers={"Host": user_host})
+            answered = (gateway_path, on_user.status_code)
+            assert "default-src 'none'" not in on_user.headers.get("content-security-policy", ""), answered
+            assert on_user.status_code == 302 and '"ok"' not in on_user.text, answered
+            assert urlsplit(on_user.headers["location"]).netloc in ("", hub_host)
+
+
 FOREIGN = ["{user}", "null", "http://evil.localhost:{port}", "{public}.evil"]
 
 

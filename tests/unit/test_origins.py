@@ -104,8 +104,9 @@ GUARD = OriginGuard(
             {"authorization": "Bearer abc", "origin": "http://e"},
             "cross-origin",
         ),
-        ("PUT", "/services/gateway/api/x", {}, "origin-missing"),
-        ("PATCH", "/services/gateway/api/x", {"authorization": "Basic abc"}, "origin-missing"),
+        ("PUT", "/services/gateway/api/x", {}, "not-authenticated"),
+        ("PATCH", "/services/gateway/api/x", {"authorization": "Basic abc"}, "not-authenticated"),
+        ("POST", BASE, {"authorization": "Bearer abc"}, "origin-missing"),
     ],
 )
 def test_origin_rule(method: str, path: str, headers: dict[str, str], reason: str | None) -> None:
