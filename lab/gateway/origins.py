@@ -152,7 +152,7 @@ class OriginGuard:
             log.warning(
                 "refused %s %s: %s (Origin %s)",
                 scope["method"],
-                scope.get("path", "")[:200],
+                "".join(ch if ch.isprintable() else "?" for ch in scope.get("path", "")[:200]),
                 reason,
                 shown if _SHOWN_ORIGIN.match(shown) else "absent or malformed",
             )
