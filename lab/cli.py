@@ -21,7 +21,11 @@ def _summary(settings: Settings) -> str:
         "",
         "Data Lab is up. 数据实验室已启动。",
         f"  Notebooks (JupyterHub)   {settings.hub_url}/",
-        f"  Gateway API              {settings.hub_url}/services/gateway/",
+        f"  Your notebook server     http://<user>.{settings.domain}:{settings.ports.hub}/user/<user>/"
+        "  (its own origin)",
+        f"  Consoles                 {settings.console_url}/",
+        f"  Gateway API              {settings.gateway_public_url}/api/",
+        f"  Gateway (direct)         {settings.gateway_url}/  (the proxy's and the notebooks' target)",
         f"  Keycloak (realm datalab) {settings.issuer}/account/",
         f"  Keycloak admin console   {settings.keycloak_url}/admin/  "
         f"(user admin, password in {settings.secrets_dir / 'keycloak-admin-password'})",

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import sys
 from typing import Any
+from urllib.parse import quote
+
+from jupyterhub.utils import subdomain_hook_idna
 
 from lab import demo, iam, vault
 from lab.hubauth import REFUSED
@@ -19,10 +22,28 @@ GATEWAY_SERVICE = "gateway"
 IDLE_TIMEOUT = 3600  # seconds of inactivity before the culler stops a notebook server
 
 
+def subdomain_hook(name: str, domain: str, kind: str) -> str:
+    """Each user on a host of their own (``<name>.<domain>``, JupyterHub's IDNA rule);
+    services on the hub's host, so the consoles' origin is the hub's and no user's."""
+    if kind == "service":
+        return domain
+    return str(subdomain_hook_idna(name, domain, kind))
+
+
+def user_url(settings: Settings, name: str) -> str:
+    """Where a browser reaches ``name``'s server: ``http://<name>.<domain>:<port>/user/<name>/``."""
+    host = subdomain_hook(name, settings.domain, "user")
+    return f"http://{host}:{settings.ports.hub}/user/{quote(name, safe='@~')}/"
+
+
 def configure(c: Any, settings: Settings) -> None:
     """Set JupyterHub's traits on config object ``c``."""
     hub_dir = settings.home / "hub"
-    c.JupyterHub.bind_url = settings.hub_url
+    # The proxy listens on 127.0.0.1; browsers reach the hub at settings.public_url and each
+    # user's server on its own subdomain of it (host routing in the proxy).
+    c.JupyterHub.bind_url = settings.bind_url
+    c.JupyterHub.subdomain_host = settings.subdomain_host
+    c.JupyterHub.subdomain_hook = subdomain_hook
     c.JupyterHub.hub_bind_url = settings.url("hub_api")
     c.JupyterHub.db_url = f"sqlite:///{hub_dir / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret = bytes.fromhex(vault.secret(settings, "hub-cookie-secret", nbytes=32))

@@ -118,7 +118,7 @@ def _clients(settings: Settings) -> list[dict[str, Any]]:
             "secret": vault.secret(settings, "hub-client-secret"),
             "standardFlowEnabled": True,
             "redirectUris": [f"{hub}/hub/oauth_callback"],
-            "webOrigins": [hub],
+            "webOrigins": [settings.public_url],
             "attributes": {"post.logout.redirect.uris": f"{hub}/*"},
         },
         {
@@ -127,8 +127,8 @@ def _clients(settings: Settings) -> list[dict[str, Any]]:
             "name": "Data Lab gateway",
             "secret": vault.secret(settings, "gateway-client-secret"),
             "standardFlowEnabled": True,
-            "redirectUris": [f"{hub}/services/gateway/*"],
-            "webOrigins": [hub],
+            "redirectUris": [f"{settings.console_url}/callback"],
+            "webOrigins": [settings.public_url],
         },
         {
             **common,

@@ -1,4 +1,10 @@
-"""Settings: where the lab keeps its state, caches its downloads and listens.
+"""Settings: where the lab keeps its state, caches its downloads, listens and is reached.
+
+Every URL the lab uses is a property here (``public_url``, ``console_url``, ``bind_url``, …):
+the proxy *listens* on ``127.0.0.1``, but browsers *reach* the hub, the consoles and the
+gateway at ``http://<domain>:<hub port>`` and each analyst's server at
+``http://<user>.<domain>:<hub port>`` (JupyterHub's ``subdomain_host``), so content an
+analyst controls never shares an origin with the hub, the consoles or the gateway.
 
 ``load_settings()`` reads the environment once and returns a frozen ``Settings`` that
 is handed down to whatever needs it; nothing in ``lab`` reads the environment at
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,6 +24,9 @@ from pathlib import Path
 from lab.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
+DOMAIN = "localhost"  # browsers resolve localhost and every *.localhost to loopback (RFC 6761)
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class Settings:
     cache: Path
     repo: Path = REPO
     host: str = "127.0.0.1"
+    domain: str = DOMAIN
     realm: str = "datalab"
     ports: Ports = field(default_factory=Ports)
     db_url: str | None = None
@@ -95,9 +106,44 @@ class Settings:
     def issuer(self) -> str:
         return self.url("keycloak", f"/realms/{self.realm}")
 
+    # Where browsers and clients reach the lab ------------------------------------
+    @property
+    def public_url(self) -> str:
+        """The hub's, the consoles' and the gateway's one origin, ``http://localhost:<hub port>``.
+
+        No analyst's server is ever served here: theirs are ``http://<user>.<domain>:<port>``.
+        """
+        return f"http://{self.domain}:{self.ports.hub}"
+
     @property
     def hub_url(self) -> str:
+        """JupyterHub as browsers reach it (its pages are under ``/hub/``)."""
+        return self.public_url
+
+    @property
+    def bind_url(self) -> str:
+        """Where configurable-http-proxy listens: ``http://127.0.0.1:<hub port>``."""
         return self.url("hub")
+
+    @property
+    def subdomain_host(self) -> str:
+        """JupyterHub's ``subdomain_host``: users' servers are on subdomains of this host."""
+        return self.public_url
+
+    @property
+    def gateway_public_url(self) -> str:
+        """The gateway through the proxy, on the hub's origin."""
+        return f"{self.public_url}/services/gateway"
+
+    @property
+    def gateway_url(self) -> str:
+        """The gateway's own listener (the proxy's target and the notebooks' relay target)."""
+        return self.url("gateway", "/services/gateway")
+
+    @property
+    def console_url(self) -> str:
+        """The operator, auditor and analyst consoles."""
+        return f"{self.gateway_public_url}/console"
 
     @property
     def minio_endpoint(self) -> str:
@@ -136,5 +182,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         taken[value] = f.name
     policies = Path(env.get("DATALAB_POLICIES") or REPO / "policies").expanduser().resolve()
     return Settings(
-        home=home, cache=cache, ports=ports, db_url=env.get("DATALAB_DB_URL") or None, policies_dir=policies
+        home=home,
+        cache=cache,
+        ports=ports,
+        domain=_domain(env),
+        db_url=env.get("DATALAB_DB_URL") or None,
+        policies_dir=policies,
     )
+
+
+def _domain(env: Mapping[str, str]) -> str:
+    raw = env.get("DATALAB_DOMAIN") or DOMAIN
+    value = raw.strip().lower().rstrip(".")
+    if not _DOMAIN.match(value) or value.replace(".", "").isdigit() or len(value) > 200:
+        raise ConfigError(
+            f"DATALAB_DOMAIN={raw[:80]!r} is not a DNS name that can have subdomains (an IP address "
+            "cannot); set it to a name such as localhost or lab.example.org. / "
+            "DATALAB_DOMAIN 必须是可带子域名的域名（不能是 IP 地址），例如 localhost。"
+        )
+    return value

@@ -10,7 +10,10 @@ header switches to English (a cookie remembers it).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +30,7 @@ from lab.gateway import i18n
 from lab.gateway.charts import budget_chart
 from lab.gateway.governance import Governance
 from lab.gateway.governance_api import attachment
+from lab.gateway.origins import console_target
 from lab.gateway.sessions import FLOW_COOKIE, LANG_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Session, Sessions
 from lab.ledger import Kind
 
@@ -39,6 +43,13 @@ _TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
     autoescape=select_autoescape(["html"]),
 )
+
+
+def style_hashes() -> list[str]:
+    """CSP sources (``'sha256-…'``) of the pages' inline ``<style>`` blocks, which hold no variables."""
+    source = (Path(__file__).with_name("templates") / "base.html").read_text(encoding="utf-8")
+    blocks = re.findall(r"<style>(.*?)</style>", source, flags=re.S)
+    return [f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in blocks]
 
 
 class ConsoleDenied(AccessDenied):
@@ -178,7 +189,7 @@ def router(console: Console) -> APIRouter:
     # --- login, logout, language ------------------------------------------------------
     @pages.get("/login")
     def login(next: str = "") -> Response:
-        target = next if next.startswith(console.base) else console.base + "/"
+        target = console_target(next, console.base)
         url, flow = sessions.start(target)
         response = RedirectResponse(url, status_code=303)
         response.set_cookie(FLOW_COOKIE, flow, max_age=600, **secure)  # type: ignore[arg-type]
@@ -188,7 +199,7 @@ def router(console: Console) -> APIRouter:
     def callback(request: Request, state: str | None = None, code: str | None = None) -> Response:
         caller, target = sessions.finish(request.cookies.get(FLOW_COOKIE), state, code)
         gov.record_login(caller, via="console")
-        response = RedirectResponse(target or console.base + "/", status_code=303)
+        response = RedirectResponse(console_target(target, console.base), status_code=303)
         response.delete_cookie(FLOW_COOKIE, path=sessions.cookie_path)
         response.set_cookie(
             SESSION_COOKIE,
@@ -206,7 +217,7 @@ def router(console: Console) -> APIRouter:
 
     @pages.get("/lang/{code}")
     def language(code: str, next: str = "") -> Response:
-        target = next if next.startswith(console.base) else console.base + "/"
+        target = console_target(next, console.base)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(LANG_COOKIE, i18n.pick(code), max_age=365 * 86400, **secure)  # type: ignore[arg-type]
         return response

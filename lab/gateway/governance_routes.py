@@ -25,6 +25,7 @@ from lab.gateway import governance_api
 from lab.gateway.governance import Governance
 from lab.gateway.guard import RoleGuard
 from lab.gateway.minio_audit import AuditSink
+from lab.gateway.origins import OriginGuard
 from lab.gateway.sessions import Sessions
 from lab.ledger import Grant, Kind
 
@@ -66,6 +67,14 @@ def routes(app: FastAPI) -> APIRouter:
     console = console_pages.Console(gov, sessions, f"{PREFIX}/console")
     console_pages.install(app, console)
     app.add_middleware(RoleGuard, verifier=app.state.verifier, console=console)
+    # Outermost: cross-origin state changes stop here, and every response gets the page headers.
+    app.add_middleware(
+        OriginGuard,
+        origin=settings.public_url,
+        keycloak=settings.keycloak_url,
+        console_prefix=f"{PREFIX}/console",
+        styles=console_pages.style_hashes(),
+    )
     app.state.governance = gov
     app.state.sweeper = sweeper
     sealer = auditpkg.Sealer(settings, ledger)

@@ -11,6 +11,7 @@ else. The routes check the role again themselves.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -88,7 +89,9 @@ class RoleGuard:
         session = self.console.sessions.read(request.cookies.get(SESSION_COOKIE))
         if session is None:
             if request.method == "GET":
-                return RedirectResponse(f"{self.console.base}/login?next={request.url.path}", status_code=303)
+                return RedirectResponse(
+                    f"{self.console.base}/login?next={quote(request.url.path)}", status_code=303
+                )
             return HTMLResponse("401 · log in first / 请先登录", status_code=401)
         if role not in session.caller.roles:
             reason = _refusal(session.caller.username, session.caller.roles, role)

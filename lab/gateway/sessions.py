@@ -94,7 +94,7 @@ class Sessions:
         self.settings = settings
         self.verifier = verifier
         self.signer = Signer(bytes.fromhex(vault.secret(settings, KEY_SECRET, nbytes=32)))
-        self.console_url = f"{settings.hub_url}{console_path}"
+        self.console_url = f"{settings.public_url}{console_path}"
         self.cookie_path = console_path.rstrip("/") or "/"
         self.oidc = f"{settings.issuer}/protocol/openid-connect"
 

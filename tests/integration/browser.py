@@ -1,4 +1,9 @@
-"""Headless Chromium (Debian's package) driven by Playwright, and code run in a user's kernel."""
+"""Headless Chromium (Debian's package) driven by Playwright, and code run in a user's kernel.
+
+The hub and the consoles are at ``Settings.public_url`` (``http://localhost:<port>``); each
+user's server is on its own host, ``http://<user>.localhost:<port>/user/<name>/``, which
+Chromium resolves to loopback by itself (no /etc/hosts entry is needed or made).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -94,8 +100,24 @@ async ([base, code]) => {
 """
 
 
+def hub_origin(page_url: str) -> str:
+    """The hub's origin, seen from a page on it or on a user's server (``<user>.<hub host>``)."""
+    parts = urlsplit(page_url)
+    host = parts.netloc
+    if parts.path.startswith("/user/") and "." in host.split(":")[0]:
+        host = host.split(".", 1)[1]
+    return f"{parts.scheme}://{host}"
+
+
 def run_in_kernel(page: Page, username: str, code: str) -> dict[str, Any]:
-    """Run ``code`` in a new kernel of ``username``'s server (Jupyter REST + websocket API)."""
+    """Run ``code`` in a new kernel of ``username``'s server (Jupyter REST + websocket API).
+
+    The script runs on the server's own origin (``<user>.<domain>``), so the page goes
+    there first if it is elsewhere (the hub redirects ``/user/<name>/`` to it).
+    """
+    if f"/user/{username}/" not in page.url:
+        page.goto(f"{hub_origin(page.url)}/user/{username}/lab")
+        page.wait_for_url(f"**/user/{username}/lab**", timeout=90_000)
     return dict(page.evaluate(_RUN, [f"/user/{username}", code]))
 
 
@@ -118,6 +140,6 @@ async ([method, path]) => {
 
 def hub_api(page: Page, method: str, path: str) -> dict[str, Any]:
     """Call the hub's REST API as the logged-in user (session cookie and the hub's XSRF token)."""
-    if "/hub/" not in page.url:
-        page.goto(page.url.split("/user/")[0] + "/hub/home")
+    if "/hub/" not in page.url or urlsplit(page.url).path.startswith("/user/"):
+        page.goto(f"{hub_origin(page.url)}/hub/home")
     return dict(page.evaluate(_HUB_API, [method, path]))
