@@ -142,12 +142,22 @@ class Governance:
     def applications(self, caller: Caller, state: str | None = None) -> list[dict[str, Any]]:
         """Operators see every application; analysts their organisation's."""
         if "operator" in caller.roles:
-            return [a.as_dict() for a in self.ledger.list_applications(state=state or None)]
+            return [
+                self._with_outlook(a.as_dict()) for a in self.ledger.list_applications(state=state or None)
+            ]
         caller.require("analyst")
         if not caller.org:
             return []
         found = self.ledger.list_applications(organisation=caller.org, state=state or None)
         return [a.as_dict() for a in found]
+
+    def _with_outlook(self, app: dict[str, Any]) -> dict[str, Any]:
+        """A pending application with what approving it would bring its organisation's total to."""
+        if app["state"] == "pending":
+            app["organisation_budget"] = self.ledger.budget_outlook(
+                app["organisation"], app["dataset"], app["epsilon"], app["delta"]
+            )
+        return app
 
     def approve(self, caller: Caller, application_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
         caller.require("operator")
