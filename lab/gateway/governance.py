@@ -84,6 +84,8 @@ class Governance:
         self.provisioner = provisioner
         self.airlock = Airlock(settings, ledger, policies)
         self._build = build or (lambda grant, actor: None)
+        # Dataset profiles for the singling-out flags (set by the gateway, which reads the data).
+        self.profiles: suspicious.Profiles | None = None
 
     # --- grants and applications ------------------------------------------------------
 
@@ -294,7 +296,8 @@ class Governance:
         caller.require("auditor")
         since = self.ledger.now() - timedelta(days=days)
         records = self.ledger.records(kind="dp-query", since=since)
-        return [f.as_dict() for f in suspicious.flags(records, self.ledger.list_grants())]
+        found = suspicious.flags(records, self.ledger.list_grants(), profiles=self.profiles)
+        return [f.as_dict() for f in found]
 
     def package(self, caller: Caller, since: datetime | None, until: datetime | None) -> dict[str, Any]:
         caller.require("auditor")

@@ -68,6 +68,7 @@ def routes(app: FastAPI) -> APIRouter:
     console_pages.install(app, console)
     app.add_middleware(RoleGuard, verifier=app.state.verifier, console=console)
     app.state.governance = gov
+    gov.profiles = app.state.gateway.profile
     app.state.sweeper = sweeper
     sealer = auditpkg.Sealer(settings, ledger)
     reservations = ReservationSweeper(ledger, timeout_s=settings.reservation_timeout_s)

@@ -18,6 +18,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import polars as pl
+
 from lab import datasets, dp, dpextract, extracts
 from lab.errors import ConfigError, LabError
 from lab.gateway.auth import Caller
@@ -27,6 +29,7 @@ from lab.ledger.totals import DEFAULT, Limits
 from lab.policy import Policy
 from lab.rawtables import RawTables, Table
 from lab.settings import Settings
+from lab.suspicious import DatasetProfile
 
 
 def budget_limits(policy: Policy) -> dict[str, Limits]:
@@ -100,6 +103,7 @@ class Gateway:
         self.settings = settings
         self.ledger = ledger
         self.tables = RawTables(settings, policies)
+        self._profiles: dict[str, tuple[Any, DatasetProfile]] = {}
         sync_budget_limits(ledger, policies, actor="gateway-policy")
 
     # -- catalogue -------------------------------------------------------------------
@@ -130,6 +134,37 @@ class Gateway:
                 }
             )
         return entries
+
+    def profile(self, dataset: str) -> DatasetProfile | None:
+        """Rows, distinct values and ranges of the DP view, for the singling-out flags."""
+        try:
+            table = self.tables.table(dataset)
+        except LabError:
+            return None
+        cached = self._profiles.get(dataset)
+        if cached is not None and cached[0] is table.frame:
+            return cached[1]
+        schema = table.meta.schema
+        columns = list(table.columns)
+        ranged = [c for c in columns if schema[c].is_numeric() or schema[c].is_temporal()]
+        exprs = [pl.col(c).n_unique().alias(f"n:{c}") for c in columns]
+        for c in ranged:
+            value = pl.col(c).cast(pl.Date).cast(pl.Int64) if schema[c].is_temporal() else pl.col(c)
+            exprs += [
+                value.min().cast(pl.Float64).alias(f"lo:{c}"),
+                value.max().cast(pl.Float64).alias(f"hi:{c}"),
+            ]
+        row = table.frame.select(exprs).collect().row(0, named=True)
+        offset = 719_163  # date.toordinal() of 1970-01-01: Polars counts days from the epoch
+        ranges = {}
+        for c in ranged:
+            lo, hi = row[f"lo:{c}"], row[f"hi:{c}"]
+            if lo is not None and hi is not None:
+                shift = offset if schema[c].is_temporal() else 0
+                ranges[c] = (lo + shift, hi + shift)
+        found = DatasetProfile(table.rows, {c: int(row[f"n:{c}"]) for c in columns}, ranges)
+        self._profiles[dataset] = (table.frame, found)
+        return found
 
     # -- queries ---------------------------------------------------------------------
     def _prepare(self, caller: Caller, body: Mapping[str, Any]) -> tuple[dp.Query, Table, Grant]:
