@@ -63,6 +63,12 @@ def resolve(query: Query, meta: FrameMeta) -> Plan:
     """Check ``query`` against ``meta`` and plan it; raises NotFound / ConfigError with the fix."""
     filters = _check_columns(query, meta)
     agg = query.aggregate
+    if query.group_by is not None and agg.column in query.group_by.columns:
+        raise ConfigError(
+            f"'{agg.column}' is both the column of {agg.kind} and a group_by column; group by another "
+            f"column / '{agg.column}' 不能既是聚合列又是分组列",
+            reason="dp-query",
+        )
     k = query.unit.max_rows
     key_columns, keys = _keys(query, meta)
     released = bool(key_columns) and keys is None
