@@ -187,6 +187,11 @@ class Gateway:
         query, table, grant = self._prepare(caller, body)
         preview = dp.preview(query, table.meta)
         budget = _budget(self.ledger, grant)
+        total = self.ledger.organisation_spending(grant.organisation, grant.dataset)
+        within_total = total is None or (
+            (total["epsilon_left"] is None or preview.epsilon <= total["epsilon_left"])
+            and (total["delta_left"] is None or preview.delta <= total["delta_left"])
+        )
         return {
             "query": query.describe(),
             "epsilon": preview.epsilon,
@@ -195,8 +200,10 @@ class Gateway:
             "noise": _noise(preview),
             "notes": list(preview.notes),
             "budget": budget,
+            "organisation_budget": total,
             "affordable": preview.epsilon <= budget["epsilon_remaining"]
-            and preview.delta <= budget["delta_remaining"],
+            and preview.delta <= budget["delta_remaining"]
+            and within_total,
         }
 
     def run(self, caller: Caller, body: Mapping[str, Any]) -> dict[str, Any]:

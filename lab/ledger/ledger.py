@@ -318,6 +318,11 @@ class Ledger(Workflow):
             )
         return True
 
+    def organisation_spending(self, organisation: str, dataset: str) -> dict[str, Any] | None:
+        """The organisation's spending on the dataset in the window, its total and what is left."""
+        with read_tx(self._engine) as conn:
+            return totals.spending(conn, organisation, dataset, self._now())
+
     def budget_outlook(
         self, organisation: str, dataset: str, epsilon: float = 0.0, delta: float = 0.0
     ) -> dict[str, Any] | None:

@@ -205,6 +205,27 @@ def preview(
     }
 
 
+def spending(conn: Connection, organisation: str, dataset: str, now: datetime) -> dict[str, Any] | None:
+    """What the organisation spent on the dataset in the window, against its total; None without caps."""
+    limits = limits_for(conn, organisation, dataset)
+    if limits is None:
+        return None
+    used = committed(conn, organisation, dataset, limits, now)
+
+    def left(cap: int | None, spent: int, scale: int) -> float | None:
+        return None if cap is None else from_units(max(cap - spent, 0), scale)
+
+    return {
+        "window": limits.window,
+        "epsilon_total": limits.as_dict()["epsilon"],
+        "delta_total": limits.as_dict()["delta"],
+        "epsilon_spent": from_units(used.eps_spent, EPS_SCALE),
+        "delta_spent": from_units(used.delta_spent, DELTA_SCALE),
+        "epsilon_left": left(limits.epsilon_units, used.eps_spent, EPS_SCALE),
+        "delta_left": left(limits.delta_units, used.delta_spent, DELTA_SCALE),
+    }
+
+
 def _line(organisation: str, dataset: str, limits: Limits, eps_before: int, eps_units: int) -> dict[str, str]:
     total = "no total" if limits.epsilon_units is None else f"of ε={_eps(limits.epsilon_units)}"
     total_zh = "无总额" if limits.epsilon_units is None else f"总额 ε={_eps(limits.epsilon_units)}"

@@ -48,6 +48,10 @@ def book(lab_stack: Settings) -> Iterator[Ledger]:
             ledger.reject(app.id, by=OPERATOR, reason="security test clean-up")
 
 
+def _decisions(book: Ledger) -> list[int]:
+    return [r.seq for kind in ("grant", "decision") for r in book.records(kind=kind, organisation=ORG)]
+
+
 def _pending(settings: Settings, app_id: int) -> dict:
     listed = httpx.get(
         f"{api(settings)}/operator/applications",
@@ -82,7 +86,7 @@ def test_grants_past_the_organisation_total_are_refused_at_approval(
         assert outlook["epsilon_after"] == pytest.approx(outlook["epsilon_committed"] + 1.5)
         assert str(outlook["epsilon_after"]).rstrip("0").rstrip(".") in outlook["line"]["en"]
         grants_before = book.list_grants(organisation=ORG, dataset=DATASET)
-        head_before = book.verify().head_seq
+        decisions_before = _decisions(book)
         response = httpx.post(
             f"{api(lab_stack)}/operator/applications/{app['id']}/approve",
             headers=headers(lab_stack, OPERATOR),
@@ -101,7 +105,7 @@ def test_grants_past_the_organisation_total_are_refused_at_approval(
         assert f"ε={outlook['epsilon_committed']}" in error["message"]
         assert book.list_grants(organisation=ORG, dataset=DATASET) == grants_before
         assert book.get_application(app["id"]).state == "pending"
-        assert book.verify().ok and book.verify().head_seq == head_before
+        assert book.verify().ok and _decisions(book) == decisions_before  # no grant, no decision recorded
         refused.append(app["id"])
     total = sum(book.get_grant(g).epsilon for g in granted)
     print(f"granted {len(granted)} x 1.5 ε = {total} ε, refused {len(refused)} (total {TOTAL} ε)")
@@ -135,6 +139,9 @@ def test_a_grant_past_the_total_cannot_be_spent_past_it(lab_stack: Settings, boo
         "epsilon": epsilon,
         "group_by": {"columns": ["district"]},
     }
+    preview = httpx.post(f"{api(lab_stack)}/queries/preview", headers=headers(lab_stack, ANALYST), json=query)
+    assert preview.status_code == 200 and preview.json()["affordable"] is False  # the analyst is told first
+    assert preview.json()["organisation_budget"]["epsilon_total"] == TOTAL
     response = httpx.post(
         f"{api(lab_stack)}/queries", headers=headers(lab_stack, ANALYST), json=query, timeout=60
     )
