@@ -47,8 +47,12 @@ def _governance(settings: Settings, book: Any) -> Any:
         if prefix:
             print(f"built extracts/{prefix}/")
 
+    from lab.gateway.service import sync_budget_limits
+
+    policies = load_policies(settings.policies_dir)
+    sync_budget_limits(book, policies, actor="datalab-cli")
     provisioner = access.Provisioner(settings, book)
-    return Governance(settings, book, load_policies(settings.policies_dir), provisioner, build=build)
+    return Governance(settings, book, policies, provisioner, build=build)
 
 
 def _operator(name: str) -> Any:
@@ -61,17 +65,22 @@ def _operator(name: str) -> Any:
 
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    archive: Any = None
     with _ledger(settings) as book:
         result = book.verify()
         problems: list[str] = []
         if args.archive:
             from lab import auditpkg
 
-            problems = auditpkg.check_archive(settings, book)
+            archive = auditpkg.archive_report(settings, book)
+            problems = archive.problems
     if args.json:
-        print(json.dumps({**result.as_dict(), "archive_problems": problems}, ensure_ascii=False))
+        extra = {"archive_problems": problems, "archive": archive.as_dict() if archive else None}
+        print(json.dumps({**result.as_dict(), **extra}, ensure_ascii=False))
     else:
         print(result.message)
+        if archive is not None:
+            print(archive.message)
         for problem in problems:
             print(f"archive: {problem}")
     return 0 if result.ok and not problems else 1

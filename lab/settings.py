@@ -60,6 +60,9 @@ class Settings:
     ports: Ports = field(default_factory=Ports)
     db_url: str | None = None
     policies_dir: Path = REPO / "policies"
+    # A budget reservation still outstanding after this long belongs to a query whose
+    # gateway died: the gateway's sweeper settles it (charged, recorded as abandoned).
+    reservation_timeout_s: float = 600.0
 
     # Derived locations -------------------------------------------------------
     @property
@@ -188,7 +191,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         domain=_domain(env),
         db_url=env.get("DATALAB_DB_URL") or None,
         policies_dir=policies,
+        reservation_timeout_s=_seconds(env, "DATALAB_RESERVATION_TIMEOUT_S", 600.0),
     )
+
+
+def _seconds(env: Mapping[str, str], var: str, default: float) -> float:
+    raw = env.get(var)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 10**7:
+        raise ConfigError(f"{var}={raw!r} must be a number of seconds > 0 (e.g. 600) / 须为正的秒数.")
+    return value
 
 
 def _domain(env: Mapping[str, str]) -> str:

@@ -9,7 +9,13 @@ individuals, and they are cheap to spot in the audit log:
   averaging attacks that repeat a query to cancel the noise;
 - ``narrow``: many queries that single out small groups (several equality filters, or
   filters plus a fine group-by), as in differencing attacks;
-- ``burst-before-expiry``: a grant's queries pile up at the end of its term.
+- ``burst-before-expiry``: a grant's queries pile up at the end of its term;
+- ``singling-out``: queries whose filters and groups define cells of only a few people
+  (an equality on an exact birth date, the same grouped by district, a histogram whose
+  column is one more dimension, a one-day range, ...), counted across every shape and
+  every analyst of one organisation. The estimate is rows × Π(fraction each filter keeps)
+  / Π(groups of each grouping or histogram column), from a :class:`DatasetProfile`
+  (rows, distinct values and ranges of each column) that the gateway computes.
 
 Rules are pure functions over audit records and grants; :class:`Rules` holds the
 thresholds. A flag is a prompt for review, not a verdict.
@@ -17,10 +23,12 @@ thresholds. A flag is a prompt for review, not a verdict.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -65,6 +73,20 @@ class Rules:
     tail_max: timedelta = timedelta(days=7)
     burst_min: int = 10  # queries in the tail
     burst_factor: float = 3.0  # tail rate over the rate before it
+    singling_people: float = 5.0  # a query whose cells hold fewer people than this singles out
+    singling_min: int = 1  # such queries (per organisation and dataset, within the window) to flag
+
+
+@dataclass(frozen=True)
+class DatasetProfile:
+    """What the singling-out rule knows of a dataset: rows, distinct values and numeric ranges.
+
+    Ranges are numbers; a date column's range is in days (``date.toordinal()``).
+    """
+
+    rows: int
+    distinct: Mapping[str, int]
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,8 @@ class Flag:
     first: datetime
     last: datetime
     message: str
+    records: tuple[int, ...] = ()  # seq of the audit records behind the flag, when known
+    actors: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -221,10 +245,117 @@ def bursts_before_expiry(
     return flags
 
 
-def flags(records: Sequence[RecordLike], grants: Iterable[GrantLike], rules: Rules = Rules()) -> list[Flag]:
+def _number(value: Any) -> float | None:
+    """A filter constant as a number: numbers as they are, ISO dates in days."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            return float(dt.date.fromisoformat(value[:10]).toordinal())
+        except ValueError:
+            return None
+    return None
+
+
+def _kept_by_range(bounds: list[tuple[str, float]], span: tuple[float, float] | None) -> float:
+    if span is None:
+        return 1.0
+    low, high = span
+    lower = max([v for op, v in bounds if op in (">", ">=")], default=low)
+    upper = min([v for op, v in bounds if op in ("<", "<=")], default=high)
+    width = max(upper - lower, 0.0) + (1.0 if any(op in ("<=", ">=") for op, _ in bounds) else 0.0)
+    return min(max(width / max(high - low + 1.0, 1.0), 0.0), 1.0)
+
+
+def isolated(query: dict[str, Any], profile: DatasetProfile) -> float:
+    """Expected people in one cell of the query: rows × kept fraction / number of cells."""
+    kept = 1.0
+    ranges: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for f in query.get("filters") or []:
+        column, op, value = str(f.get("column")), str(f.get("op")), f.get("value")
+        distinct = max(profile.distinct.get(column, 1), 1)
+        if op in ("==", "eq"):
+            kept *= 1.0 / distinct
+        elif op == "in" and isinstance(value, list):
+            kept *= min(len(value) / distinct, 1.0)
+        elif op in ("<", "<=", ">", ">="):
+            number = _number(value)
+            if number is not None:
+                ranges[column].append((op, number))
+    for column, bounds in ranges.items():
+        kept *= _kept_by_range(bounds, profile.ranges.get(column))
+    cells = 1.0
+    group = query.get("group_by") or {}
+    keys = group.get("keys")
+    if keys:
+        cells *= len(keys)
+    else:
+        for column in group.get("columns") or []:
+            cells *= max(profile.distinct.get(str(column), 1), 1)
+    aggregate = query.get("aggregate") or {}
+    if aggregate.get("kind") == "histogram":
+        column = str(aggregate.get("column"))
+        if aggregate.get("bins"):
+            cells *= len(aggregate["bins"]) + 1
+        elif aggregate.get("categories"):
+            cells *= len(aggregate["categories"])
+        else:
+            cells *= max(profile.distinct.get(column, 1), 1)
+    return profile.rows * kept / cells
+
+
+Profiles = Callable[[str], DatasetProfile | None]
+
+
+def singling_out(records: Iterable[RecordLike], profiles: Profiles, rules: Rules = Rules()) -> list[Flag]:
+    """Queries whose cells hold fewer than ``rules.singling_people`` people, per organisation."""
+    groups: dict[tuple[str | None, str | None], list[tuple[RecordLike, float]]] = defaultdict(list)
+    for record, query in _queries(records):
+        profile = profiles(str(record.dataset or query.get("dataset")))
+        if profile is None:
+            continue
+        people = isolated(query, profile)
+        if people < rules.singling_people:
+            groups[(record.organisation, record.dataset)].append((record, people))
+    flags = []
+    for (org, dataset), items in groups.items():
+        count, first, last = _densest([r.at for r, _ in items], rules.window)
+        if count < rules.singling_min:
+            continue
+        actors = tuple(sorted({r.actor for r, _ in items}))
+        fewest = min(p for _, p in items)
+        seqs = tuple(int(getattr(r, "seq", 0)) for r, _ in items if getattr(r, "seq", None) is not None)
+        flags.append(
+            Flag(
+                "singling-out",
+                org,
+                actors[0] if len(actors) == 1 else None,
+                dataset,
+                len(items),
+                first,
+                last,
+                f"{len(items)} queries by {', '.join(actors)} isolate cells of about {fewest:.2g} people "
+                f"(under {rules.singling_people:g}) / {len(items)} 个查询可锁定极少数个人",
+                seqs,
+                actors,
+            )
+        )
+    return flags
+
+
+def flags(
+    records: Sequence[RecordLike],
+    grants: Iterable[GrantLike],
+    rules: Rules = Rules(),
+    profiles: Profiles | None = None,
+) -> list[Flag]:
     """Every flag, newest activity first."""
     found = near_duplicates(records, rules) + narrow_queries(records, rules)
     found += bursts_before_expiry(records, grants, rules)
+    if profiles is not None:
+        found += singling_out(records, profiles, rules)
     return sorted(found, key=lambda f: f.last, reverse=True)
 
 

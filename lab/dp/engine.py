@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,12 +173,19 @@ def preview(query: Query, meta: FrameMeta, alpha: float = ALPHA) -> Preview:
 
 
 def release(
-    query: Query, frame: pl.LazyFrame, meta: FrameMeta | None = None, alpha: float = ALPHA
+    query: Query,
+    frame: pl.LazyFrame,
+    meta: FrameMeta | None = None,
+    alpha: float = ALPHA,
+    *,
+    before_read: Callable[[], None] | None = None,
 ) -> Release:
     """Run ``query`` on ``frame`` and return the noisy result (the caller has reserved the budget).
 
     ``meta`` carries the public keys and row bound from the dataset policy; without it only
-    the frame's schema is known (groups then need explicit keys or delta).
+    the frame's schema is known (groups then need explicit keys or delta). ``before_read``
+    is called once every check that needs no row has passed, just before the first row is
+    read: the ledger charges a failure after it and refunds one before it.
     """
     meta = meta if meta is not None else FrameMeta.from_lazyframe(frame)
     schema = frame.collect_schema()
@@ -187,6 +195,8 @@ def release(
             f"columns {missing} are missing from the data / 数据中缺少列 {missing}", reason="dp-column"
         )
     plan, cal, prev = _plan(query, meta, alpha)
+    if before_read is not None:
+        before_read()
     rows = _finish(plan, prev, run(plan, cal, frame))
     return Release(prev.query, plan.key_columns, rows, prev, digest=result_digest(prev, rows))
 

@@ -50,7 +50,7 @@ def prepare(plan: Plan, frame: pl.LazyFrame) -> pl.LazyFrame:
     """Filters, truncation per identifier, text keys and histogram bins; still lazy."""
     query = plan.query
     lf = frame
-    for f in query.filters:
+    for f in plan.filters:  # values already in the columns' types (lab.dp.plan)
         lf = lf.filter(filter_expr(f))
     unit = query.unit
     if unit.identifier:

@@ -19,7 +19,9 @@ counts over released keys  1                              (l0, l1, l∞) = (k, k
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,7 +30,7 @@ import numpy as np
 import polars as pl
 
 from lab.dp.calibrate import LaplaceStat, QuantileStat, Stat, ThresholdStat
-from lab.dp.query import FrameMeta, Query
+from lab.dp.query import Filter, FrameMeta, Query
 from lab.errors import ConfigError, NotFound
 
 MAX_PUBLIC_KEYS = 100_000
@@ -50,6 +52,7 @@ class Plan:
     bounds: tuple[int, int] | None = None  # clamp bounds of sum / mean
     candidates: tuple[Any, ...] | None = None  # quantile candidates
     bin_edges: tuple[float, ...] | None = None  # histogram bins
+    filters: tuple[Filter, ...] = ()  # the query's filters, values converted to the columns' types
 
     @property
     def grouped(self) -> bool:
@@ -58,8 +61,14 @@ class Plan:
 
 def resolve(query: Query, meta: FrameMeta) -> Plan:
     """Check ``query`` against ``meta`` and plan it; raises NotFound / ConfigError with the fix."""
-    _check_columns(query, meta)
+    filters = _check_columns(query, meta)
     agg = query.aggregate
+    if query.group_by is not None and agg.column in query.group_by.columns:
+        raise ConfigError(
+            f"'{agg.column}' is both the column of {agg.kind} and a group_by column; group by another "
+            f"column / '{agg.column}' 不能既是聚合列又是分组列",
+            reason="dp-query",
+        )
     k = query.unit.max_rows
     key_columns, keys = _keys(query, meta)
     released = bool(key_columns) and keys is None
@@ -73,6 +82,7 @@ def resolve(query: Query, meta: FrameMeta) -> Plan:
         released=released,
         stats=(),
         delta=query.delta if released else 0.0,
+        filters=filters,
         bin_edges=tuple(float(b) for b in agg.bins) if agg.bins is not None else None,
     )
     if agg.kind in ("count", "histogram"):
@@ -104,7 +114,8 @@ def _unknown(column: str, meta: FrameMeta, role: str) -> NotFound:
     )
 
 
-def _check_columns(query: Query, meta: FrameMeta) -> None:
+def _check_columns(query: Query, meta: FrameMeta) -> tuple[Filter, ...]:
+    """Every column the query names exists; the filters with values in the columns' types."""
     needed: list[tuple[str, str]] = []
     if query.aggregate.column:
         needed.append((query.aggregate.column, query.aggregate.kind))
@@ -116,27 +127,74 @@ def _check_columns(query: Query, meta: FrameMeta) -> None:
     for column, role in needed:
         if column not in meta.schema:
             raise _unknown(column, meta, role)
-    for f in query.filters:
-        _check_filter_value(f.column, f.value, meta.schema[f.column])
+    return tuple(
+        replace(f, value=_check_filter_value(f.column, f.value, meta.schema[f.column])) for f in query.filters
+    )
 
 
-def _check_filter_value(column: str, value: Any, dtype: pl.DataType) -> None:
-    for v in value if isinstance(value, tuple) else (value,):
-        if not _value_fits(v, dtype):
-            raise ConfigError(
-                f"filter on '{column}' ({dtype}) compares with {v!r} of another type / 筛选值类型与列不符",
-                reason="dp-query",
-            )
+def _check_filter_value(column: str, value: Any, dtype: pl.DataType) -> Any:
+    """The filter's value converted to the column's type; ConfigError naming what would fit."""
+    if isinstance(value, tuple):
+        return tuple(_coerce(column, v, dtype) for v in value)
+    return _coerce(column, value, dtype)
 
 
-def _value_fits(value: Any, dtype: pl.DataType) -> bool:
+def _bad_value(column: str, value: Any, dtype: pl.DataType, example: str) -> ConfigError:
+    shown = repr(value) if isinstance(value, int | float | bool) or value is None else type(value).__name__
+    if isinstance(value, str) and len(value) <= 40:
+        shown = repr(value)
+    return ConfigError(
+        f"filter on '{column}' ({dtype}) cannot compare with {shown}; use {example} "
+        f"/ 列 '{column}'（{dtype}）的筛选值类型不符，请使用 {example}",
+        reason="dp-query",
+    )
+
+
+def _coerce(column: str, value: Any, dtype: pl.DataType) -> Any:
+    """One filter value as Polars will compare it, checked before any budget is reserved."""
     if value is None:
-        return True
+        return None
     if dtype.is_numeric():
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return value
+        raise _bad_value(column, value, dtype, "a finite number, e.g. 1990 / 有限数值")
+    if dtype == pl.Boolean:
+        if isinstance(value, bool):
+            return value
+        raise _bad_value(column, value, dtype, "true or false")
     if dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum):
-        return isinstance(value, str)
-    return True
+        if isinstance(value, str):
+            return value
+        raise _bad_value(column, value, dtype, "a text value, e.g. '张店区' / 文本")
+    if dtype == pl.Date:
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise _bad_value(column, value, dtype, "an ISO date such as '1990-05-17' / ISO 日期")
+    if isinstance(dtype, pl.Datetime):
+        parsed = value if isinstance(value, dt.datetime) else None
+        if isinstance(value, str):
+            try:
+                parsed = dt.datetime.fromisoformat(value)
+            except ValueError:
+                parsed = None
+        elif isinstance(value, dt.date) and parsed is None:
+            parsed = dt.datetime(value.year, value.month, value.day)
+        if parsed is None:
+            raise _bad_value(column, value, dtype, "an ISO time such as '2024-05-17T08:00:00' / ISO 时间")
+        zone = dtype.time_zone
+        if zone is None:
+            return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    raise ConfigError(
+        f"column '{column}' ({dtype}) cannot be filtered in DP queries; filter on another column "
+        f"/ 列 '{column}'（{dtype}）不支持筛选",
+        reason="dp-query",
+    )
 
 
 def _column_keys(column: str, meta: FrameMeta) -> tuple[Any, ...] | None:

@@ -340,8 +340,12 @@ class Query:
                 group_by=group_by,
                 filters=filters,
             )
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"malformed DP query: {exc} / 查询格式错误", reason="dp-query") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(
+                f"malformed DP query ({type(exc).__name__}: {str(exc)[:120]}); send the JSON that "
+                "lab.client builds / 查询格式错误",
+                reason="dp-query",
+            ) from exc
 
 
 def _range(bounds: tuple[float, float] | None) -> str:

@@ -84,6 +84,8 @@ class Governance:
         self.provisioner = provisioner
         self.airlock = Airlock(settings, ledger, policies)
         self._build = build or (lambda grant, actor: None)
+        # Dataset profiles for the singling-out flags (set by the gateway, which reads the data).
+        self.profiles: suspicious.Profiles | None = None
 
     # --- grants and applications ------------------------------------------------------
 
@@ -142,12 +144,22 @@ class Governance:
     def applications(self, caller: Caller, state: str | None = None) -> list[dict[str, Any]]:
         """Operators see every application; analysts their organisation's."""
         if "operator" in caller.roles:
-            return [a.as_dict() for a in self.ledger.list_applications(state=state or None)]
+            return [
+                self._with_outlook(a.as_dict()) for a in self.ledger.list_applications(state=state or None)
+            ]
         caller.require("analyst")
         if not caller.org:
             return []
         found = self.ledger.list_applications(organisation=caller.org, state=state or None)
         return [a.as_dict() for a in found]
+
+    def _with_outlook(self, app: dict[str, Any]) -> dict[str, Any]:
+        """A pending application with what approving it would bring its organisation's total to."""
+        if app["state"] == "pending":
+            app["organisation_budget"] = self.ledger.budget_outlook(
+                app["organisation"], app["dataset"], app["epsilon"], app["delta"]
+            )
+        return app
 
     def approve(self, caller: Caller, application_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
         caller.require("operator")
@@ -284,7 +296,8 @@ class Governance:
         caller.require("auditor")
         since = self.ledger.now() - timedelta(days=days)
         records = self.ledger.records(kind="dp-query", since=since)
-        return [f.as_dict() for f in suspicious.flags(records, self.ledger.list_grants())]
+        found = suspicious.flags(records, self.ledger.list_grants(), profiles=self.profiles)
+        return [f.as_dict() for f in found]
 
     def package(self, caller: Caller, since: datetime | None, until: datetime | None) -> dict[str, Any]:
         caller.require("auditor")

@@ -28,6 +28,7 @@ from lab.gateway.minio_audit import AuditSink
 from lab.gateway.origins import OriginGuard
 from lab.gateway.sessions import Sessions
 from lab.ledger import Grant, Kind
+from lab.ledger.sweep import ReservationSweeper
 
 PREFIX = "/services/gateway"
 log = logging.getLogger(__name__)
@@ -76,18 +77,22 @@ def routes(app: FastAPI) -> APIRouter:
         styles=console_pages.style_hashes(),
     )
     app.state.governance = gov
+    gov.profiles = app.state.gateway.profile
     app.state.sweeper = sweeper
     sealer = auditpkg.Sealer(settings, ledger)
+    reservations = ReservationSweeper(ledger, timeout_s=settings.reservation_timeout_s)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         sweeper.start()
         sealer.start()
+        reservations.start()
         try:
             yield
         finally:
             sweeper.stop()
             sealer.stop()
+            reservations.stop()
             builds.shutdown(wait=False, cancel_futures=True)
 
     router = APIRouter(prefix=PREFIX, lifespan=lifespan)

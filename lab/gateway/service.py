@@ -18,13 +18,52 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import polars as pl
+
 from lab import datasets, dp, dpextract, extracts
-from lab.errors import ConfigError
+from lab.errors import ConfigError, LabError
 from lab.gateway.auth import Caller
 from lab.ledger import Grant, Kind, Ledger
+from lab.ledger.db import DELTA_SCALE, EPS_SCALE, to_units
+from lab.ledger.totals import DEFAULT, Limits
 from lab.policy import Policy
 from lab.rawtables import RawTables, Table
 from lab.settings import Settings
+from lab.suspicious import DatasetProfile
+
+
+def budget_limits(policy: Policy) -> dict[str, Limits]:
+    """The ledger's caps for a policy's ``budget:`` section (``*`` = every organisation)."""
+    caps = policy.budget
+    if caps is None:
+        return {}
+
+    def units(value: float | None, scale: int) -> int | None:
+        return None if value is None else to_units(value, scale, name="budget cap", round_up=False)
+
+    def limits(total: Any, grant: Any, source: str) -> Limits:
+        return Limits(
+            epsilon_units=units(total.epsilon, EPS_SCALE),
+            delta_units=units(total.delta, DELTA_SCALE),
+            window_seconds=None if total.window_days is None else round(total.window_days * 86400),
+            grant_epsilon_units=units(grant.epsilon, EPS_SCALE),
+            grant_delta_units=units(grant.delta, DELTA_SCALE),
+            source=source,
+        )
+
+    out = {DEFAULT: limits(caps.organisation, caps.per_grant, f"policy {policy.digest[:12]}")}
+    for org, (total, grant) in caps.agreements.items():
+        out[org] = limits(total, grant, f"agreement in policy {policy.digest[:12]}")
+    return out
+
+
+def sync_budget_limits(ledger: Ledger, policies: Mapping[str, Policy], *, actor: str) -> list[str]:
+    """Make the ledger's caps follow the policies; the datasets whose caps changed."""
+    return [
+        name
+        for name, policy in sorted(policies.items())
+        if ledger.set_budget_limits(name, budget_limits(policy), actor=actor)
+    ]
 
 
 def _budget(ledger: Ledger, grant: Grant) -> dict[str, float]:
@@ -64,6 +103,8 @@ class Gateway:
         self.settings = settings
         self.ledger = ledger
         self.tables = RawTables(settings, policies)
+        self._profiles: dict[str, tuple[Any, DatasetProfile]] = {}
+        sync_budget_limits(ledger, policies, actor="gateway-policy")
 
     # -- catalogue -------------------------------------------------------------------
     def datasets(self, caller: Caller) -> list[dict[str, Any]]:
@@ -94,6 +135,37 @@ class Gateway:
             )
         return entries
 
+    def profile(self, dataset: str) -> DatasetProfile | None:
+        """Rows, distinct values and ranges of the DP view, for the singling-out flags."""
+        try:
+            table = self.tables.table(dataset)
+        except LabError:
+            return None
+        cached = self._profiles.get(dataset)
+        if cached is not None and cached[0] is table.frame:
+            return cached[1]
+        schema = table.meta.schema
+        columns = list(table.columns)
+        ranged = [c for c in columns if schema[c].is_numeric() or schema[c].is_temporal()]
+        exprs = [pl.col(c).n_unique().alias(f"n:{c}") for c in columns]
+        for c in ranged:
+            value = pl.col(c).cast(pl.Date).cast(pl.Int64) if schema[c].is_temporal() else pl.col(c)
+            exprs += [
+                value.min().cast(pl.Float64).alias(f"lo:{c}"),
+                value.max().cast(pl.Float64).alias(f"hi:{c}"),
+            ]
+        row = table.frame.select(exprs).collect().row(0, named=True)
+        offset = 719_163  # date.toordinal() of 1970-01-01: Polars counts days from the epoch
+        ranges = {}
+        for c in ranged:
+            lo, hi = row[f"lo:{c}"], row[f"hi:{c}"]
+            if lo is not None and hi is not None:
+                shift = offset if schema[c].is_temporal() else 0
+                ranges[c] = (lo + shift, hi + shift)
+        found = DatasetProfile(table.rows, {c: int(row[f"n:{c}"]) for c in columns}, ranges)
+        self._profiles[dataset] = (table.frame, found)
+        return found
+
     # -- queries ---------------------------------------------------------------------
     def _prepare(self, caller: Caller, body: Mapping[str, Any]) -> tuple[dp.Query, Table, Grant]:
         caller.require("analyst")
@@ -115,6 +187,11 @@ class Gateway:
         query, table, grant = self._prepare(caller, body)
         preview = dp.preview(query, table.meta)
         budget = _budget(self.ledger, grant)
+        total = self.ledger.organisation_spending(grant.organisation, grant.dataset)
+        within_total = total is None or (
+            (total["epsilon_left"] is None or preview.epsilon <= total["epsilon_left"])
+            and (total["delta_left"] is None or preview.delta <= total["delta_left"])
+        )
         return {
             "query": query.describe(),
             "epsilon": preview.epsilon,
@@ -123,20 +200,33 @@ class Gateway:
             "noise": _noise(preview),
             "notes": list(preview.notes),
             "budget": budget,
+            "organisation_budget": total,
             "affordable": preview.epsilon <= budget["epsilon_remaining"]
-            and preview.delta <= budget["delta_remaining"],
+            and preview.delta <= budget["delta_remaining"]
+            and within_total,
         }
 
     def run(self, caller: Caller, body: Mapping[str, Any]) -> dict[str, Any]:
         """Authorise → reserve → execute → record → release (see the module docstring)."""
         query, table, grant = self._prepare(caller, body)
         preview = dp.preview(query, table.meta)  # invalid queries fail here, before any reservation
-        with self.ledger.spend(
-            grant.id, preview.epsilon, preview.delta, actor=caller.username, query=query.canonical()
-        ) as spend:
-            spend.noise_drawn()
-            result = dp.release(query, table.frame, table.meta)
-            spend.result(result.digest, scale=result.scale, groups=len(result.rows))
+        try:
+            with self.ledger.spend(
+                grant.id, preview.epsilon, preview.delta, actor=caller.username, query=query.canonical()
+            ) as spend:
+                # Charged from the first row read on; a failure before it is refunded.
+                result = dp.release(query, table.frame, table.meta, before_read=spend.reading_data)
+                spend.result(result.digest, scale=result.scale, groups=len(result.rows))
+        except LabError:
+            raise
+        except Exception as exc:  # settled by the ledger above (charged once data was read)
+            raise ConfigError(
+                "The query could not be run on the data; the budget it reserved was settled by the "
+                "ledger's rule (see your query history). Check the filter values and column types. "
+                "/ 查询无法在数据上执行；预留的预算已按规则结算（见查询历史），请检查筛选值与列类型。",
+                detail=f"query failed in the engine: {type(exc).__name__}",
+                reason="dp-query-failed",
+            ) from None
         released = result.to_dict()
         released["budget"] = _budget(self.ledger, grant)
         released["reservation_id"] = spend.reservation.id

@@ -31,10 +31,13 @@ def select_records(
     until: datetime | None = None,
     limit: int | None = None,
     newest_first: bool = False,
+    after_seq: int | None = None,
 ) -> list[AuditRecord]:
     """Audit records matching every given filter; ``since`` inclusive, ``until`` exclusive."""
     c = audit.c
     query = select(audit)
+    if after_seq is not None:
+        query = query.where(c.seq > after_seq)
     filters = ((c.organisation, organisation), (c.actor, actor), (c.dataset, dataset), (c.kind, kind))
     for column, value in filters:
         if value is not None:

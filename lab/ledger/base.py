@@ -21,7 +21,7 @@ from sqlalchemy import select
 from lab.errors import ConfigError
 from lab.ledger import audit as audit_q
 from lab.ledger.chain import FileAnchor, append_record, walk_chain
-from lab.ledger.db import audit, create_schema, make_engine, now_utc, read_tx, write_tx
+from lab.ledger.db import audit, create_schema, ledger_identity, make_engine, now_utc, read_tx, write_tx
 from lab.ledger.models import AuditExport, AuditRecord, SpendPoint, VerifyResult
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,12 @@ class LedgerCore:
     def backend(self) -> str:
         """``"sqlite"`` or ``"postgresql"``."""
         return self._engine.dialect.name
+
+    @property
+    def identity(self) -> str:
+        """The random id stored in this ledger at creation; a copy or a restore keeps it."""
+        with read_tx(self._engine) as conn:
+            return ledger_identity(conn)
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -136,6 +142,7 @@ class LedgerCore:
         until: datetime | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        after_seq: int | None = None,
     ) -> list[AuditRecord]:
         """Search the audit log; every filter is optional, ``until`` is exclusive."""
         with read_tx(self._engine) as conn:
@@ -149,6 +156,7 @@ class LedgerCore:
                 until=until,
                 limit=limit,
                 newest_first=newest_first,
+                after_seq=after_seq,
             )
 
     def verify(self) -> VerifyResult:

@@ -16,7 +16,9 @@ budget of ε = 0.3, which floating point would refuse.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -145,6 +147,23 @@ audit = Table(
     Index("ix_ledger_audit_org_at", "organisation", "at"),
 )
 
+# Budget limits per organisation x dataset, from the dataset policies (``organisation`` is
+# ``*`` for the policy's default, or an organisation named in the policy's agreements).
+# NULL means "no limit" (epsilon/delta) or "lifetime" (window).
+budget_limits = Table(
+    "ledger_budget_limits",
+    metadata,
+    Column("organisation", String(200), primary_key=True),
+    Column("dataset", String(200), primary_key=True),
+    Column("epsilon_units", BigInteger, nullable=True),
+    Column("delta_units", BigInteger, nullable=True),
+    Column("window_seconds", BigInteger, nullable=True),
+    Column("grant_epsilon_units", BigInteger, nullable=True),
+    Column("grant_delta_units", BigInteger, nullable=True),
+    Column("source", Text, nullable=False),
+    Column("set_at", UTCDateTime, nullable=False),
+)
+
 # One row (id = 1): the head of the chain. Appends lock it, which serialises writers on
 # PostgreSQL; it also lets verify() notice a deleted last record without the anchor file.
 audit_head = Table(
@@ -246,9 +265,35 @@ def create_schema(engine: Engine) -> None:
                 f"{SCHEMA_VERSION}; migrate the database or use a matching release",
                 reason="ledger-schema",
             )
+        identity = conn.execute(
+            select(meta_table.c.value).where(meta_table.c.key == "ledger_id")
+        ).scalar_one_or_none()
+        if identity is None:
+            # The ledger's identity travels with its content (a copy or a restore keeps it), so
+            # the audit archive is keyed by it rather than by the file's path or URL.
+            conn.execute(insert(meta_table).values(key="ledger_id", value=uuid.uuid4().hex))
         head = conn.execute(select(audit_head.c.id).where(audit_head.c.id == 1)).first()
         if head is None:
             conn.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS_HASH))
+
+
+def ledger_identity(conn: Connection) -> str:
+    """The random id stored in the ledger when it was created (32 hex digits)."""
+    return str(conn.execute(select(meta_table.c.value).where(meta_table.c.key == "ledger_id")).scalar_one())
+
+
+def lock_scope(conn: Connection, organisation: str, dataset: str) -> None:
+    """Serialise budget decisions on one organisation x dataset (all its grants).
+
+    SQLite's ``BEGIN IMMEDIATE`` already serialises every writer; PostgreSQL takes a
+    transaction-scoped advisory lock keyed by the pair. Lock order: scope, then grant,
+    then reservation, then the audit head.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"{organisation}\x00{dataset}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def to_units(value: float, scale: int, *, name: str, round_up: bool) -> int:

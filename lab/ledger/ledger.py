@@ -7,14 +7,15 @@ of the reservation's kind, ``details.outcome`` naming the way) in the same trans
 
 - the result was released to the caller: :meth:`Ledger.commit`, budget **spent**
   (``released``);
-- the operation failed before any value was computed from the data (invalid query,
-  unknown column, data unreadable): :meth:`Ledger.release`, budget **refunded**
-  (``failed-before-noise``);
+- the operation failed before any row was read (invalid query, unknown column, data
+  unreadable): :meth:`Ledger.release`, budget **refunded** (``failed-before-noise``, with
+  ``refunded: true`` and ``data_read: false`` in the record);
 - the operation failed after noise was drawn (timeout, lost connection, error while
   serialising the result): :meth:`Ledger.charge_failure`, budget **spent**
   (``failed-after-noise``);
 - the reservation was never settled (the process died): :meth:`Ledger.settle_abandoned`,
-  budget **spent** (``abandoned``); until then it counts as outstanding.
+  budget **spent** (``abandoned``), called by the gateway's reservation sweeper after a
+  timeout; until then it counts as outstanding.
 
 Once a mechanism has touched the data the privacy loss has happened, whether or not the
 caller saw the value (it may sit in a log, a retry may repeat it); so only a failure
@@ -30,8 +31,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lab.errors import AccessDenied, BudgetExhausted, ConfigError, LabError
-from lab.ledger import budget, grants
-from lab.ledger.db import DELTA_SCALE, EPS_SCALE, read_tx, to_units
+from lab.ledger import budget, grants, totals
+from lab.ledger.db import DELTA_SCALE, EPS_SCALE, lock_scope, read_tx, to_units
 from lab.ledger.models import (
     ABANDONED,
     FAILED_AFTER_NOISE,
@@ -70,8 +71,16 @@ class Ledger(Workflow):
         expires_at: datetime,
         approved_by: str,
     ) -> Grant:
-        """Record a grant and its ``grant`` audit record in one transaction."""
+        """Record a grant and its ``grant`` audit record in one transaction.
+
+        Refused (BudgetExhausted, with the numbers) if the grant would take the organisation
+        past the dataset's caps (:mod:`lab.ledger.totals`).
+        """
+        eps_units = to_units(epsilon, EPS_SCALE, name="epsilon budget", round_up=False)
+        delta_units = to_units(delta, DELTA_SCALE, name="delta budget", round_up=False)
         with self._write() as tx:
+            lock_scope(tx.conn, organisation, dataset)
+            totals.check_grant(tx.conn, organisation, dataset, eps_units, delta_units, tx.at)
             grant = grants.insert_grant(
                 tx.conn,
                 organisation=organisation,
@@ -200,10 +209,13 @@ class Ledger(Workflow):
         refusal: LabError | None = None
         reservation: Reservation | None = None
         with self._write() as tx:
+            scope = grants.get_grant(tx.conn, grant_id)  # organisation and dataset never change
+            lock_scope(tx.conn, scope.organisation, scope.dataset)
             grant = grants.get_grant(tx.conn, grant_id, lock=True)
             try:
                 grants.ensure_active(grant, tx.at, mode="dp")
                 budget.check_affordable(tx.conn, grant, eps_units, delta_units)
+                totals.check_spend(tx.conn, grant.organisation, grant.dataset, eps_units, delta_units, tx.at)
             except (AccessDenied, BudgetExhausted) as exc:
                 refusal = exc
                 tx.append(
@@ -263,10 +275,66 @@ class Ledger(Workflow):
         return self._settle(reservation, SPENT, FAILED_AFTER_NOISE, {"reason": reason, **(details or {})})
 
     def settle_abandoned(self, older_than: timedelta, *, actor: str = "ledger") -> list[Reservation]:
-        """Charge every reservation left outstanding for longer than ``older_than``."""
+        """Charge every reservation left outstanding for longer than ``older_than``.
+
+        Each gets its audit record (``outcome: abandoned``, who settled it, how long it was
+        left). One already settled meanwhile (the query finished after all) is skipped.
+        """
+        now = self._now()
         with read_tx(self._engine) as conn:
-            ids = budget.stale_ids(conn, created_before=self._now() - older_than)
-        return [self._settle(rid, SPENT, ABANDONED, {"settled_by": actor}) for rid in ids]
+            ids = budget.stale_ids(conn, created_before=now - older_than)
+        settled = []
+        for rid in ids:
+            try:
+                result = self._settle(
+                    rid, SPENT, ABANDONED, {"settled_by": actor, "timeout_s": older_than.total_seconds()}
+                )
+            except LabError as exc:
+                if exc.reason != "already-settled":
+                    raise
+                continue
+            if result.outcome == ABANDONED:
+                settled.append(result)
+        return settled
+
+    # --- totals across grants ---------------------------------------------------------
+
+    def set_budget_limits(self, dataset: str, limits: Mapping[str, totals.Limits], *, actor: str) -> bool:
+        """Store the dataset's caps (``*`` → default, else per organisation); True if they changed.
+
+        A change is written to the audit log (``budget-limits``) in the same transaction.
+        """
+        wanted = dict(limits)
+        with read_tx(self._engine) as conn:
+            if totals.all_limits(conn, dataset) == wanted:
+                return False
+        with self._write() as tx:
+            totals.replace_limits(tx.conn, dataset, wanted, tx.at)
+            tx.append(
+                "budget-limits",
+                actor=actor,
+                dataset=dataset,
+                details={"limits": {org: lim.as_dict() for org, lim in sorted(wanted.items())}},
+            )
+        return True
+
+    def organisation_spending(self, organisation: str, dataset: str) -> dict[str, Any] | None:
+        """The organisation's spending on the dataset in the window, its total and what is left."""
+        with read_tx(self._engine) as conn:
+            return totals.spending(conn, organisation, dataset, self._now())
+
+    def budget_outlook(
+        self, organisation: str, dataset: str, epsilon: float = 0.0, delta: float = 0.0
+    ) -> dict[str, Any] | None:
+        """What granting (ε, δ) would bring the organisation's total on the dataset to.
+
+        None when the dataset has no caps. ``fits`` says whether an approval would pass;
+        ``problems`` says why not (en, zh); ``line`` is one sentence for the operator.
+        """
+        eps_units = to_units(epsilon, EPS_SCALE, name="epsilon", round_up=False)
+        delta_units = to_units(delta, DELTA_SCALE, name="delta", round_up=False)
+        with read_tx(self._engine) as conn:
+            return totals.preview(conn, organisation, dataset, eps_units, delta_units, self._now())
 
     @contextmanager
     def spend(
@@ -281,7 +349,8 @@ class Ledger(Workflow):
     ) -> Iterator[Spend]:
         """Reserve, run the block, then settle by the rule in this module's docstring.
 
-        Inside the block call ``spend.noise_drawn()`` just before the mechanism runs and
+        Inside the block call ``spend.reading_data()`` just before the first row is read
+        (or ``spend.noise_drawn()`` just before the mechanism runs), and
         ``spend.result(digest, ...)`` once the value exists. Normal exit commits (the
         audit record is durable before the ``with`` statement ends); an exception
         refunds if no noise was drawn and charges otherwise, then propagates.
@@ -295,7 +364,8 @@ class Ledger(Workflow):
             if handle.drawn:
                 handle.reservation = self.charge_failure(reservation, reason=reason, details=handle.details)
             else:
-                handle.reservation = self.release(reservation, reason=reason, details=handle.details)
+                refund = {**handle.details, "data_read": False, "refunded": True}
+                handle.reservation = self.release(reservation, reason=reason, details=refund)
             raise
         handle.reservation = self.commit(reservation, result_digest=handle.digest, details=handle.details)
 

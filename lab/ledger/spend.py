@@ -35,6 +35,14 @@ class Spend:
         """Mark that the mechanism ran on the data: from now on a failure is charged."""
         self.drawn = True
 
+    def reading_data(self) -> None:
+        """Mark that the first row is about to be read: from now on a failure is charged.
+
+        Call it as late as possible (after every check that needs no row): a failure before
+        it is refunded, because nothing computed from the data can have escaped.
+        """
+        self.drawn = True
+
     def result(self, digest: str, **details: Any) -> None:
         """Record the released result's digest (see :func:`result_digest`) and extra metadata."""
         self.drawn = True

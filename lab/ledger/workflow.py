@@ -17,11 +17,11 @@ from sqlalchemy import insert, select
 
 from lab.ledger import applications as apps
 from lab.ledger import exports as ex
-from lab.ledger import grants
+from lab.ledger import grants, totals
 from lab.ledger.applications import Application
 from lab.ledger.base import LedgerCore
+from lab.ledger.db import DELTA_SCALE, EPS_SCALE, lock_scope, read_tx, to_units
 from lab.ledger.db import grants as grants_table
-from lab.ledger.db import read_tx
 from lab.ledger.exports import Export
 from lab.ledger.models import Grant, Kind
 
@@ -108,6 +108,16 @@ class Workflow(LedgerCore):
             app = apps.get_application(tx.conn, application_id, lock=True)
             apps.check_decider(app, by, by_org)
             terms = apps.approved_terms(app, modes=modes, epsilon=epsilon, delta=delta, term_days=term_days)
+            # The organisation's totals across its grants on the dataset, decided one at a time.
+            lock_scope(tx.conn, app.organisation, app.dataset)
+            totals.check_grant(
+                tx.conn,
+                app.organisation,
+                app.dataset,
+                to_units(terms.epsilon, EPS_SCALE, name="epsilon budget", round_up=False),
+                to_units(terms.delta, DELTA_SCALE, name="delta budget", round_up=False),
+                tx.at,
+            )
             grant = grants.insert_grant(
                 tx.conn,
                 organisation=app.organisation,

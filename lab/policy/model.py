@@ -59,6 +59,7 @@ class Policy:
     privacy_unit: str | None = None  # the column naming the person (DP contribution bounding)
     max_rows: int = 1  # rows one privacy unit may contribute
     negative_listed: frozenset[str] = frozenset()
+    budget: Any = None  # lab.policy.budget.BudgetPolicy, or None: no caps across grants
 
     def masked_columns(self) -> list[str]:
         """The columns a masked extract contains, in policy order."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 
+from lab.policy.budget import parse_budget
 from lab.policy.model import (
     HIDDEN_RULES,
     LEVELS,
@@ -31,6 +32,7 @@ DATASET_KEYS = (
     "l_diversity",
     "privacy_unit",
     "columns",
+    "budget",
 )
 _COMMON_KEYS = {"level", "pi", "rule", "identifier", "description", "watermark"}
 _RULE_KEYS: dict[str, set[str]] = {
@@ -108,6 +110,7 @@ def build_policy(
         privacy_unit=unit,
         max_rows=max_rows,
         negative_listed=frozenset(c for c in columns if negative.covers(dataset, c)),
+        budget=parse_budget(doc, value.get("budget")),
     )
     if "masked" in modes:
         for line, reason in release_problems(policy):

@@ -14,13 +14,16 @@ from lab.gateway.charts import budget_chart, cumulative
 from lab.gateway.minio_audit import download, entries
 from lab.gateway.sessions import Signer
 from lab.suspicious import (
+    DatasetProfile,
     Rules,
     bursts_before_expiry,
     flags,
     is_narrow,
+    isolated,
     narrow_queries,
     near_duplicates,
     shape,
+    singling_out,
 )
 
 pytestmark = pytest.mark.unit
@@ -174,3 +177,44 @@ def test_session_signer_refuses_tampering_and_expiry() -> None:
     assert Signer(b"other-key-000000000000000000000").loads(token) is None
     assert signer.loads(signer.dumps({"u": "x"}, ttl=-1)) is None
     assert signer.loads("garbage") is None and signer.loads(None) is None
+
+
+# --- singling-out ------------------------------------------------------------------------
+
+PROFILE = DatasetProfile(
+    rows=100_000,
+    distinct={"birth_date": 30_000, "district": 8, "sex": 2, "education": 6, "birth_year": 85},
+    ranges={"birth_date": (715_000.0, 746_000.0), "birth_year": (1940.0, 2024.0)},
+)
+
+
+def test_isolated_counts_the_people_a_query_can_isolate() -> None:
+    day = ("birth_date", "==", "1983-07-21")
+    assert isolated(json.loads(q([day])), PROFILE) == pytest.approx(100_000 / 30_000)
+    assert isolated(json.loads(q([day], ["district"])), PROFILE) == pytest.approx(100_000 / 30_000 / 8)
+    histogram = {
+        "aggregate": {"kind": "histogram", "column": "district"},
+        "filters": [dict(zip(("column", "op", "value"), day, strict=True))],
+    }
+    assert isolated(histogram, PROFILE) == pytest.approx(100_000 / 30_000 / 8)
+    one_day = json.loads(q([("birth_date", ">=", "1983-07-21"), ("birth_date", "<=", "1983-07-21")]))
+    assert isolated(one_day, PROFILE) < 5
+    assert isolated(json.loads(q([], ["district"])), PROFILE) == pytest.approx(12_500)
+    assert isolated(json.loads(q([("birth_year", ">=", 1980)])), PROFILE) > 1000
+
+
+def test_singling_out_is_flagged_across_shapes_and_analysts() -> None:
+    day = ("birth_date", "==", "1983-07-21")
+    records = [
+        Rec(T0, {"query": q([day])}, actor="li.na"),
+        Rec(T0 + timedelta(minutes=1), {"query": q([day], ["district"])}, actor="wang.wei"),
+        Rec(T0 + timedelta(minutes=2), {"query": q([], ["district"])}, actor="wang.wei"),  # harmless
+        Rec(T0 + timedelta(minutes=3), {"query": q([day])}, organisation="other-org"),
+    ]
+    found = singling_out(records, lambda name: PROFILE if name == "population" else None)
+    ours = next(f for f in found if f.organisation == "qilu-energy")
+    assert ours.count == 2 and ours.actors == ("li.na", "wang.wei") and ours.actor is None
+    assert "0.42" in ours.message and "个人" in ours.message
+    assert {f.organisation for f in found} == {"qilu-energy", "other-org"}
+    assert singling_out(records, lambda name: None) == []
+    assert any(f.rule == "singling-out" for f in flags(records, [], profiles=lambda name: PROFILE))
