@@ -168,11 +168,24 @@ class Sessions:
         return self.signer.dumps(value, SESSION_SECONDS)
 
     def read(self, cookie: str | None) -> Session | None:
+        """The session in a session cookie; None for anything else (another signed cookie, e.g.
+        the login flow's or a flash message, is signed with the same key but is no session)."""
         value = self.signer.loads(cookie)
         if value is None:
             return None
-        caller = Caller(str(value["u"]), value.get("o"), frozenset(value.get("r") or ()))
-        return Session(caller, int(value["exp"]), str(value["c"]))
+        user, org, roles, csrf, exp = (value.get(k) for k in ("u", "o", "r", "c", "exp"))
+        if not (
+            isinstance(user, str)
+            and user
+            and (org is None or isinstance(org, str))
+            and isinstance(roles, list)
+            and all(isinstance(r, str) for r in roles)
+            and isinstance(csrf, str)
+            and csrf
+            and isinstance(exp, int)
+        ):
+            return None
+        return Session(Caller(user, org, frozenset(roles)), exp, csrf)
 
     def logout_url(self) -> str:
         return f"{self.oidc}/logout?{urlencode({'client_id': GATEWAY_CLIENT_ID})}"

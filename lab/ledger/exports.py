@@ -3,7 +3,8 @@
 A file leaves the lab only through a request. Its state says where it is:
 
 ==============  ======================================================================
-``released``    a DP result from the gateway, recognised by its digest: out at once
+``released``    exactly a DP result the gateway released to the organisation: out at once,
+                as bytes regenerated from the kept result (never the uploaded bytes)
 ``pending``     passed the automated disclosure checks; waits for an operator
 ``held``        failed a check; the reasons are shown; an operator may only reject it,
                 or approve it with an explicit override and a reason
