@@ -13,8 +13,10 @@ text            free text (a purpose, a reason, a file name): a string, at most 
                 NFKC-normalised, no control, format (RTL overrides, zero-width),
                 surrogate, private-use or unassigned characters (tab and newline
                 are allowed where the text may have lines)
-JSON body       every key a short clean string, every string clean text, every number
-                finite and every integer within ±2**63, at most 32 levels deep
+JSON body       every key a short clean string, every string clean text (checked, not
+                rewritten: the field's own rule then applies to the value as sent, so a
+                full-width name is refused, not silently taken for its ASCII twin),
+                every number finite and every integer within ±2**63, at most 32 deep
 ==============  ======================================================================
 
 A failure is :class:`InvalidInput` (a ``ConfigError``, so HTTP 400) whose message says
@@ -221,14 +223,15 @@ def body(value: Any, field: str = "body") -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidInput(field, "must be a JSON object", "必须是 JSON 对象", value)
     counter = [0]
-    return dict(_walk(value, field, 0, counter))
+    return dict(_walk(value, "", 0, counter))
 
 
 def _walk(value: Any, field: str, depth: int, counter: list[int]) -> Any:
     counter[0] += 1
+    where = field or "body"
     if depth > MAX_DEPTH or counter[0] > MAX_ITEMS:
         raise InvalidInput(
-            field,
+            where,
             f"is nested too deep or too large (at most {MAX_DEPTH} levels, {MAX_ITEMS} values)",
             f"嵌套过深或过大（最多 {MAX_DEPTH} 层、{MAX_ITEMS} 个值）",
         )
@@ -237,35 +240,34 @@ def _walk(value: Any, field: str, depth: int, counter: list[int]) -> Any:
         for key, item in value.items():
             if not isinstance(key, str) or not key or len(key) > MAX_KEY or _bad_char(key, False):
                 raise InvalidInput(
-                    f"{field} (a key)",
+                    f"{where} (a key)",
                     f"keys must be 1-{MAX_KEY} characters without control characters",
                     f"键名长度 1-{MAX_KEY}，不能包含控制字符",
                     key,
                 )
-            out[unicodedata.normalize("NFKC", key)] = _walk(
-                item, f"{field}.{_label(key)}", depth + 1, counter
-            )
+            out[key] = _walk(item, f"{field}.{_label(key)}" if field else _label(key), depth + 1, counter)
         return out
     if isinstance(value, list | tuple):
         return [_walk(item, field, depth + 1, counter) for item in value]
     if isinstance(value, str):
-        return text(value, field, limit=MAX_STRING)
+        text(value, where, limit=MAX_STRING)
+        return value  # checked, kept as sent: a field's own check (name, text) decides its form
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
         if not -MAX_INT <= value <= MAX_INT:
-            raise InvalidInput(field, "integers must be within ±2^63", "整数必须在 ±2^63 之内", value)
+            raise InvalidInput(where, "integers must be within ±2^63", "整数必须在 ±2^63 之内", value)
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidInput(
-                field,
+                where,
                 "numbers must be finite (no NaN or Infinity)",
                 "数值必须有限（不能是 NaN 或无穷大）",
                 value,
             )
         return value
-    raise InvalidInput(field, "must be plain JSON", "必须是普通 JSON", value)
+    raise InvalidInput(where, "must be plain JSON", "必须是普通 JSON", value)
 
 
 def _label(key: str) -> str:
