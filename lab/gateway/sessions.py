@@ -71,7 +71,7 @@ class Signer:
         if not token or token.count(".") != 1:
             return None
         payload, mac = token.split(".")
-        if not hmac.compare_digest(mac, self._mac(payload.encode())):
+        if not hmac.compare_digest(mac.encode(), self._mac(payload.encode()).encode()):
             return None
         try:
             value = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -126,7 +126,12 @@ class Sessions:
     def finish(self, flow_cookie: str | None, state: str | None, code: str | None) -> tuple[Caller, str]:
         """Exchange the code; the caller and the path to return to. NotAuthenticated if anything is off."""
         flow = self.signer.loads(flow_cookie)
-        if flow is None or not state or not code or not hmac.compare_digest(str(flow["state"]), state):
+        if (
+            flow is None
+            or not state
+            or not code
+            or not hmac.compare_digest(str(flow["state"]).encode(), state.encode())
+        ):
             raise NotAuthenticated("The login did not complete (state mismatch or expired); log in again.")
         response = httpx.post(
             f"{self.oidc}/token",
