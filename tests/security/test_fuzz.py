@@ -306,6 +306,8 @@ def test_fuzz_every_route_as_every_role_never_answers_5xx(lab_stack: Settings) -
                 response = http.request(req["method"], req["url"], **kwargs)
             except (httpx.InvalidURL, UnicodeEncodeError):
                 return 0  # the client refused to send it (e.g. a NUL in the URL): nothing reached the server
+            except httpx.TransportError:
+                return 599  # the server dropped the connection: no answer at all is worse than a 500
             return response.status_code
 
         def record(req: dict[str, Any]) -> None:
