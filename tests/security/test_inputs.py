@@ -372,3 +372,44 @@ def test_console_forms_and_filters_refuse_bad_input(lab: Settings, book: Ledger)
             page = analyst.get(f"{base}/analyst")
             assert "请改正后重新提交" in page.text
         assert_nothing_changed(book, before, head, BAD_NAMES["100-kb"], BAD_NAMES["nul"])
+
+
+# --- names chosen in MinIO, reported by its audit webhook ---------------------------------
+
+
+def test_object_names_read_through_minio_reach_the_audit_log_only_as_fingerprints(
+    lab: Settings, book: Ledger
+) -> None:
+    """The analyst's STS credentials ask MinIO for objects named to break the log; MinIO
+    refuses them and reports each request to the gateway, which records the attempt with a
+    fingerprint of the name, never the name."""
+    from minio.error import S3Error
+
+    from lab import storage
+
+    client = storage.analyst_client(lab, kct.access_token(lab, ANALYST))
+    names = [
+        f"qilu-energy/{BAD_NAMES[case]}/v1/data.parquet" for case in ("rtl-override", "zero-width", "nul")
+    ]
+    names.append(f"qilu-energy/{'p' * 900}/v1/data.parquet")
+    head = _head(book)
+    for name in names:
+        with pytest.raises(S3Error):
+            client.get_object("extracts", name).read()
+    deadline, found = time.monotonic() + 30, []
+    while time.monotonic() < deadline:
+        found = [
+            r
+            for r in book.records(kind="download", actor=ANALYST)
+            if r.seq > head and "refused_object" in r.details
+        ]
+        if len(found) >= len(names):
+            break
+        time.sleep(1)
+    digests = {hashlib.sha256(n.encode("utf-8", errors="surrogatepass")).hexdigest() for n in names}
+    assert {r.details["refused_object"]["sha256"] for r in found} >= digests, "every attempt is recorded"
+    for record in book.records(kind="download"):
+        if record.seq > head:
+            assert not record_problems(record), record_problems(record)
+            assert not any(holds(record, BAD_NAMES[c]) for c in ("rtl-override", "zero-width", "nul"))
+    assert book.verify().ok
