@@ -239,11 +239,15 @@ class Airlock:
             raise ConfigError("the file to export is empty / 导出文件为空", reason="invalid-value")
         if len(data) > MAX_BYTES:
             raise ConfigError(
-                f"the file is {len(data):,} bytes; exports are limited to {MAX_BYTES:,} bytes",
+                f"the file is {len(data):,} bytes; exports are limited to {MAX_BYTES:,} bytes; "
+                f"split it or export a summary / 文件超过 {MAX_BYTES:,} 字节的导出上限",
                 reason="too-large",
             )
         if dataset is not None and dataset not in self.policies:
-            raise NotFound(f"unknown dataset {dataset!r}; known: {', '.join(sorted(self.policies))}")
+            raise NotFound(
+                f"unknown dataset {dataset!r}; known: {', '.join(sorted(self.policies))} / 未知数据集",
+                reason="no-such-dataset",
+            )
         if not isinstance(purpose, str) or not purpose.strip():
             raise ConfigError("say what the export is for (purpose) / 请说明导出用途", reason="invalid-value")
         name = safe_name(name)
@@ -284,12 +288,18 @@ class Airlock:
         try:
             response = client.get_object(EXPORTS_BUCKET, export.object_key)
         except S3Error as exc:
-            raise NotFound(f"the file of export {export.id} is missing from storage ({exc.code})") from None
+            raise NotFound(
+                f"the file of export {export.id} is missing from storage ({exc.code}); tell the bureau "
+                "/ 导出文件缺失，请联系数据局"
+            ) from None
         try:
             data = response.read()
         finally:
             response.close()
             response.release_conn()
         if hashlib.sha256(data).hexdigest() != export.sha256:
-            raise NotFound(f"the stored file of export {export.id} does not match its recorded digest")
+            raise NotFound(
+                f"the stored file of export {export.id} does not match its recorded digest; tell the bureau "
+                "/ 导出文件与记录的摘要不符，请联系数据局"
+            )
         return export, data

@@ -117,7 +117,8 @@ def check_review(export: Export, reviewer: str, *, approve: bool, override: bool
     """AccessDenied or ConfigError if ``reviewer`` may not decide ``export`` this way."""
     if export.state not in REVIEWABLE:
         raise ConfigError(
-            f"export {export.id} is {export.state}; only pending or held exports can be reviewed",
+            f"export {export.id} is {export.state}; only pending or held exports can be reviewed "
+            "/ 只能审核待审或暂扣的导出申请",
             reason="already-decided",
         )
     if reviewer == export.requester:
