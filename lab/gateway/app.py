@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from lab.errors import (
@@ -22,9 +23,11 @@ from lab.errors import (
     NotFound,
 )
 from lab.extracts import ledger as open_ledger
+from lab.gateway import inputs
 from lab.gateway.auth import Caller, TokenVerifier
 from lab.gateway.governance_routes import routes as governance_routes
 from lab.gateway.service import Gateway
+from lab.ledger import Kind
 from lab.policy import load_policies
 from lab.settings import Settings, load_settings
 
@@ -71,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
             headers=headers,
         )
 
+    inputs.install(app)
     router = APIRouter(prefix=PREFIX)
 
     @router.get("/health")
@@ -85,21 +89,26 @@ def create_app(settings: Settings) -> FastAPI:
     def list_datasets(who: Who) -> list[dict[str, Any]]:
         return gateway.datasets(who)
 
+    def checked(who: Caller, kind: str, check: Any, body: Any) -> dict[str, Any]:
+        return inputs.checked_or_refused(ledger, who, kind, check, body)
+
     @router.post("/api/queries/preview")
     def preview(who: Who, body: dict[str, Any]) -> dict[str, Any]:
-        return gateway.preview(who, body)
+        return gateway.preview(who, checked(who, Kind.DP_QUERY, inputs.query, body))
 
     @router.post("/api/queries")
-    def run(who: Who, body: dict[str, Any]) -> dict[str, Any]:
-        return gateway.run(who, body)
+    def run(who: Who, body: dict[str, Any]) -> Any:
+        released = jsonable_encoder(gateway.run(who, checked(who, Kind.DP_QUERY, inputs.query, body)))
+        app.state.governance.airlock.keep(who.org, released)  # what the airlock may release later
+        return JSONResponse(released)
 
     @router.post("/api/extracts/preview")
     def extract_preview(who: Who, body: dict[str, Any]) -> dict[str, Any]:
-        return gateway.extract_preview(who, body)
+        return gateway.extract_preview(who, checked(who, "dp-extract", inputs.extract, body))
 
     @router.post("/api/extracts")
     def build_extract(who: Who, body: dict[str, Any]) -> dict[str, Any]:
-        return gateway.build_extract(who, body)
+        return gateway.build_extract(who, checked(who, "dp-extract", inputs.extract, body))
 
     @router.get("/api/queries")
     def history(who: Who) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from lab import validate
 from lab.errors import AccessDenied, LabError, NotAuthenticated
 from lab.gateway import i18n
 from lab.gateway.charts import budget_chart
@@ -282,10 +283,7 @@ def router(console: Console) -> APIRouter:
         return {k: q.get(k) or None for k in ("organisation", "actor", "dataset", "kind", "since", "until")}
 
     def _time(value: str | None) -> datetime | None:
-        if not value:
-            return None
-        parsed = datetime.fromisoformat(value)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return validate.moment(value, "since/until")  # a 400 naming the format, never a 500
 
     @pages.get("/auditor")
     def auditor_page(request: Request, session: Auditor, period: str = "day") -> Response:

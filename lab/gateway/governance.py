@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from lab import access, auditpkg, registers, suspicious
+from lab import access, auditpkg, registers, suspicious, validate
 from lab.airlock import Airlock
 from lab.errors import AccessDenied, ConfigError, NotFound
 from lab.gateway.auth import Caller
@@ -39,32 +39,43 @@ Build = Callable[[Grant, str], None]
 
 
 def _int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ConfigError(f"{name} must be an integer", reason="invalid-value")
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer", reason="invalid-value") from None
+    return validate.ident(value, name)
 
 
-def _number(body: Mapping[str, Any], name: str) -> float | None:
+def _number(body: Mapping[str, Any], name: str, high: float = 1e6) -> float | None:
+    return validate.number(body.get(name), name, high=high)
+
+
+def _text(body: Mapping[str, Any], name: str) -> str | None:
     value = body.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}", reason="invalid-value") from None
+    return None if value is None else validate.text(value, name)
 
 
 def _modes(value: Any) -> list[str] | None:
     if value is None or value == "" or value == []:
         return None
     if isinstance(value, str):
-        return [m.strip() for m in value.split(",") if m.strip()]
-    if isinstance(value, list) and all(isinstance(m, str) for m in value):
-        return value
-    raise ConfigError("modes must be a list such as ['dp', 'masked']", reason="invalid-value")
+        value = [m.strip() for m in value.split(",") if m.strip()]
+    if isinstance(value, list) and len(value) <= 10:
+        return [validate.name(m, "modes") for m in value]
+    raise ConfigError(
+        "modes must be a list such as ['dp', 'masked'] / modes 必须是列表，例如 ['dp', 'masked']",
+        reason="invalid-value",
+    )
+
+
+def _state(value: Any) -> str | None:
+    return validate.optional(validate.name, value, "state")
+
+
+def _columns(value: Any, name: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > 100:
+        raise ConfigError(
+            f"{name} must be a list of column names / {name} 必须是列名列表", reason="invalid-value"
+        )
+    return [validate.column(c, name) for c in value]
 
 
 class Governance:
@@ -117,10 +128,14 @@ class Governance:
         caller.require("analyst")
         if not caller.org:
             raise AccessDenied("only analysts of an organisation can apply / 仅机构分析人员可以申请")
-        dataset = body.get("dataset")
-        policy = self.policies.get(str(dataset))
+        dataset = validate.name(body.get("dataset"), "dataset")
+        policy = self.policies.get(dataset)
         if policy is None:
-            raise NotFound(f"unknown dataset {dataset!r}; known: {', '.join(sorted(self.policies))}")
+            raise NotFound(
+                f"unknown dataset {dataset!r}; known: {', '.join(sorted(self.policies))} / 未知数据集",
+                reason="no-such-dataset",
+            )
+        purpose = _text(body, "purpose")
         modes = _modes(body.get("modes")) or ["dp"]
         refused = [m for m in modes if m not in policy.release_modes]
         if refused:
@@ -132,11 +147,11 @@ class Governance:
         app = self.ledger.apply(
             organisation=caller.org,
             dataset=policy.dataset,
-            purpose=body.get("purpose"),  # type: ignore[arg-type]  # checked by the ledger
+            purpose=purpose,  # type: ignore[arg-type]  # presence checked by the ledger
             modes=modes,
             epsilon=_number(body, "epsilon") or 0.0,
-            delta=_number(body, "delta") or 0.0,
-            term_days=_number(body, "term_days") or 0.0,
+            delta=_number(body, "delta", high=1.0) or 0.0,
+            term_days=_number(body, "term_days", high=1e5) or 0.0,
             applicant=caller.username,
         )
         return app.as_dict()
@@ -145,12 +160,12 @@ class Governance:
         """Operators see every application; analysts their organisation's."""
         if "operator" in caller.roles:
             return [
-                self._with_outlook(a.as_dict()) for a in self.ledger.list_applications(state=state or None)
+                self._with_outlook(a.as_dict()) for a in self.ledger.list_applications(state=_state(state))
             ]
         caller.require("analyst")
         if not caller.org:
             return []
-        found = self.ledger.list_applications(organisation=caller.org, state=state or None)
+        found = self.ledger.list_applications(organisation=caller.org, state=_state(state))
         return [a.as_dict() for a in found]
 
     def _with_outlook(self, app: dict[str, Any]) -> dict[str, Any]:
@@ -169,9 +184,9 @@ class Governance:
             by_org=caller.org,
             modes=_modes(body.get("modes")),
             epsilon=_number(body, "epsilon"),
-            delta=_number(body, "delta"),
-            term_days=_number(body, "term_days"),
-            note=body.get("note") if isinstance(body.get("note"), str) else None,
+            delta=_number(body, "delta", high=1.0),
+            term_days=_number(body, "term_days", high=1e5),
+            note=_text(body, "note"),
         )
         self.provisioner.provision()
         if "masked" in grant.modes:
@@ -184,7 +199,7 @@ class Governance:
             _int(application_id, "application id"),
             by=caller.username,
             by_org=caller.org,
-            reason=body.get("reason"),  # type: ignore[arg-type]  # checked by the ledger
+            reason=_text(body, "reason"),  # type: ignore[arg-type]  # presence checked by the ledger
         )
         return app.as_dict()
 
@@ -200,7 +215,7 @@ class Governance:
 
     def revoke(self, caller: Caller, grant_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
         caller.require("operator")
-        reason = check_reason(body.get("reason"))
+        reason = check_reason(_text(body, "reason"))
         grant = self.ledger.revoke(_int(grant_id, "grant id"), by=caller.username, reason=reason)
         self.provisioner.provision()
         return self.grant_view(grant, self.ledger.now())
@@ -215,54 +230,59 @@ class Governance:
         caller.require("analyst")
         if not caller.org:
             raise AccessDenied("only analysts of an organisation can export / 仅机构分析人员可以导出")
+        name = validate.text(body.get("name") or "export", "name", limit=255, lines=False)
+        purpose = validate.text(body.get("purpose") or "", "purpose")
+        dataset = validate.optional(validate.name, body.get("dataset"), "dataset")
+        counts, by = _columns(body.get("counts"), "counts"), _columns(body.get("by"), "by")
+        content = body.get("content_b64") or ""
         try:
-            data = base64.b64decode(str(body.get("content_b64") or ""), validate=True)
+            if not isinstance(content, str):
+                raise ValueError
+            data = base64.b64decode(content, validate=True)
         except (binascii.Error, ValueError):
             raise ConfigError(
-                "content_b64 must be the file's bytes in base64", reason="invalid-value"
+                "content_b64 must be the file's bytes in base64 / content_b64 必须是 base64 编码的文件内容",
+                reason="invalid-value",
             ) from None
-        counts, by = body.get("counts"), body.get("by")
         export = self.airlock.request(
             organisation=caller.org,
             requester=caller.username,
-            name=str(body.get("name") or "export"),
+            name=name,
             data=data,
-            purpose=str(body.get("purpose") or ""),
-            dataset=str(body["dataset"]) if body.get("dataset") else None,
-            counts=[str(c) for c in counts] if isinstance(counts, list) else None,
-            by=[str(c) for c in by] if isinstance(by, list) else None,
+            purpose=purpose,
+            dataset=dataset,
+            counts=counts,
+            by=by,
         )
         return export.as_dict()
 
     def exports(self, caller: Caller, state: str | None = None) -> list[dict[str, Any]]:
         if "operator" in caller.roles:
-            return [e.as_dict() for e in self.ledger.list_exports(state=state or None)]
+            return [e.as_dict() for e in self.ledger.list_exports(state=_state(state))]
         caller.require("analyst")
         if not caller.org:
             return []
-        return [e.as_dict() for e in self.ledger.list_exports(organisation=caller.org, state=state or None)]
+        return [e.as_dict() for e in self.ledger.list_exports(organisation=caller.org, state=_state(state))]
 
     def review_export(self, caller: Caller, export_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
         caller.require("operator")
-        decision = body.get("decision")
-        if decision not in ("approve", "reject"):
-            raise ConfigError("decision must be 'approve' or 'reject'", reason="invalid-value")
+        export_number = _int(export_id, "export id")
+        decision = validate.choice(body.get("decision"), "decision", ("approve", "reject"))
         override = body.get("override") in (True, "true", "on", "1")
         export = self.ledger.review_export(
-            _int(export_id, "export id"),
+            export_number,
             by=caller.username,
             approve=decision == "approve",
-            reason=body.get("reason") if isinstance(body.get("reason"), str) else None,
+            reason=_text(body, "reason"),
             override=override,
         )
         return export.as_dict()
 
     def revoke_export(self, caller: Caller, export_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
         caller.require("operator")
-        reason = check_reason(body.get("reason"))
-        return self.ledger.revoke_export(
-            _int(export_id, "export id"), by=caller.username, reason=reason
-        ).as_dict()
+        export_number = _int(export_id, "export id")
+        reason = check_reason(_text(body, "reason"))
+        return self.ledger.revoke_export(export_number, by=caller.username, reason=reason).as_dict()
 
     def download_export(self, caller: Caller, export_id: Any, *, via: str) -> tuple[str, bytes]:
         """An approved export's name and bytes: for its organisation's analysts and operators."""
@@ -277,10 +297,25 @@ class Governance:
 
     def search(self, caller: Caller, filters: Mapping[str, Any], limit: int = 200) -> list[dict[str, Any]]:
         caller.require("auditor")
-        kept = {k: v for k, v in filters.items() if v not in (None, "")}
-        unknown = set(kept) - {"organisation", "actor", "dataset", "kind", "since", "until"}
+        checks = {
+            "organisation": validate.name,
+            "actor": validate.username,
+            "dataset": validate.name,
+            "kind": validate.name,
+            "since": validate.moment,
+            "until": validate.moment,
+        }
+        unknown = {k for k, v in filters.items() if v not in (None, "")} - set(checks)
         if unknown:
-            raise ConfigError(f"unknown filter(s): {', '.join(sorted(unknown))}", reason="invalid-value")
+            raise ConfigError(
+                f"unknown filter(s): {', '.join(sorted(validate.column(k, 'filter') for k in unknown))}; "
+                f"use {', '.join(checks)} / 未知的筛选条件",
+                reason="invalid-value",
+            )
+        kept = {k: validate.optional(checks[k], v, k) for k, v in filters.items()}
+        kept = {k: v for k, v in kept.items() if v is not None}
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            limit = validate.ident(limit, "limit")
         records = self.ledger.records(**kept, newest_first=True, limit=max(1, min(limit, 5000)))
         return [r.as_dict() for r in records]
 
@@ -290,18 +325,20 @@ class Governance:
 
     def spending(self, caller: Caller, period: str = "day") -> list[dict[str, Any]]:
         caller.require("auditor")
+        period = validate.choice(period, "period", ("hour", "day", "month"))
         return [vars(p) for p in self.ledger.spending(period=period)]
 
     def flags(self, caller: Caller, days: float = 30) -> list[dict[str, Any]]:
         caller.require("auditor")
-        since = self.ledger.now() - timedelta(days=days)
+        span = validate.number(days, "days", low=0.0, high=36500.0)
+        since = self.ledger.now() - timedelta(days=30.0 if span is None else span)
         records = self.ledger.records(kind="dp-query", since=since)
         found = suspicious.flags(records, self.ledger.list_grants(), profiles=self.profiles)
         return [f.as_dict() for f in found]
 
     def package(self, caller: Caller, since: datetime | None, until: datetime | None) -> dict[str, Any]:
         caller.require("auditor")
-        return auditpkg.package(self.ledger, since, until)
+        return auditpkg.package(self.ledger, validate.moment(since, "since"), validate.moment(until, "until"))
 
     # --- events from outside ----------------------------------------------------------
 

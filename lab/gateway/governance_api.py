@@ -16,7 +16,9 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from lab import validate
 from lab.errors import NotAuthenticated
+from lab.gateway import inputs
 from lab.gateway.auth import Caller, TokenVerifier
 from lab.gateway.governance import Governance
 from lab.gateway.minio_audit import PATH as WEBHOOK_PATH
@@ -52,13 +54,18 @@ def attachment(name: str, data: bytes) -> Response:
     return Response(data, media_type="application/octet-stream", headers={"Content-Disposition": disposition})
 
 
+def checked(body: Any) -> dict[str, Any]:
+    """A JSON body whose every key, string and number is clean (:func:`lab.validate.body`)."""
+    return validate.body(body)
+
+
 def router(gov: Governance, sink: AuditSink) -> APIRouter:
     api = APIRouter()
 
     # --- analysts (and operators where noted) -----------------------------------------
     @api.post("/api/applications")
     def apply(who: Who, body: JsonBody = None) -> dict[str, Any]:
-        return gov.apply(who, body or {})
+        return gov.apply(who, checked(body))
 
     @api.get("/api/applications")
     def applications(who: Who, state: str | None = None) -> list[dict[str, Any]]:
@@ -70,7 +77,7 @@ def router(gov: Governance, sink: AuditSink) -> APIRouter:
 
     @api.post("/api/exports")
     def request_export(who: Who, body: JsonBody = None) -> dict[str, Any]:
-        return gov.request_export(who, body or {})
+        return gov.request_export(who, inputs.export(body))
 
     @api.get("/api/exports")
     def exports(who: Who, state: str | None = None) -> list[dict[str, Any]]:
@@ -87,11 +94,11 @@ def router(gov: Governance, sink: AuditSink) -> APIRouter:
 
     @api.post("/api/operator/applications/{application_id}/approve")
     def approve(who: Operator, application_id: str, body: JsonBody = None) -> dict[str, Any]:
-        return gov.approve(who, application_id, body or {})
+        return gov.approve(who, application_id, checked(body))
 
     @api.post("/api/operator/applications/{application_id}/reject")
     def reject(who: Operator, application_id: str, body: JsonBody = None) -> dict[str, Any]:
-        return gov.reject(who, application_id, body or {})
+        return gov.reject(who, application_id, checked(body))
 
     @api.get("/api/operator/grants")
     def all_grants(who: Operator, active: bool = False) -> list[dict[str, Any]]:
@@ -99,7 +106,7 @@ def router(gov: Governance, sink: AuditSink) -> APIRouter:
 
     @api.post("/api/operator/grants/{grant_id}/revoke")
     def revoke(who: Operator, grant_id: str, body: JsonBody = None) -> dict[str, Any]:
-        return gov.revoke(who, grant_id, body or {})
+        return gov.revoke(who, grant_id, checked(body))
 
     @api.get("/api/operator/catalogue")
     def catalogue(who: Operator) -> list[dict[str, Any]]:
@@ -111,11 +118,11 @@ def router(gov: Governance, sink: AuditSink) -> APIRouter:
 
     @api.post("/api/operator/exports/{export_id}/review")
     def review(who: Operator, export_id: str, body: JsonBody = None) -> dict[str, Any]:
-        return gov.review_export(who, export_id, body or {})
+        return gov.review_export(who, export_id, checked(body))
 
     @api.post("/api/operator/exports/{export_id}/revoke")
     def revoke_export(who: Operator, export_id: str, body: JsonBody = None) -> dict[str, Any]:
-        return gov.revoke_export(who, export_id, body or {})
+        return gov.revoke_export(who, export_id, checked(body))
 
     # --- auditors ---------------------------------------------------------------------
     @api.get("/api/auditor/records")

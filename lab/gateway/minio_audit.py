@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from lab import storage, vault
+from lab import storage, validate, vault
 from lab.errors import NotAuthenticated
 from lab.ledger import Kind, Ledger
 from lab.settings import Settings
@@ -43,11 +43,13 @@ class Download:
     status: int
     bytes: int
     request_id: str | None
+    refused_object: dict[str, Any] | None = None  # an object name that is no valid path: its fingerprint
 
     @property
     def details(self) -> dict[str, Any]:
         return {
             "object": f"{storage.EXTRACTS_BUCKET}/{self.object}",
+            **({"refused_object": self.refused_object} if self.refused_object else {}),
             "outcome": "ok" if 200 <= self.status < 300 else "denied",
             "status": self.status,
             "bytes": self.bytes,
@@ -76,6 +78,26 @@ def entries(body: bytes) -> Iterator[dict[str, Any]]:
             yield item
 
 
+def _clean_path(parts: list[str]) -> bool:
+    """True if every segment of an object name is a valid name (``org/dataset/version/file``)."""
+    try:
+        for part in parts:
+            validate.column(part, "object")
+        if len(parts) > 2:
+            validate.name(parts[1], "dataset")
+    except validate.InvalidInput:
+        return False
+    return 0 < len(parts) <= 8
+
+
+def _or(check: Any, value: Any) -> str | None:
+    """``check(value)``, or None if the value is absent or invalid."""
+    try:
+        return validate.optional(check, None if value is None else str(value), "value")
+    except validate.InvalidInput:
+        return None
+
+
 def download(entry: dict[str, Any]) -> Download | None:
     """The download an audit entry reports, or None if it is not an analyst's extract read."""
     api = entry.get("api") or {}
@@ -85,14 +107,18 @@ def download(entry: dict[str, Any]) -> Download | None:
         return None  # the bureau's own services
     name = str(api.get("object") or "")
     parts = name.split("/")
+    refused = None
+    if not _clean_path(parts):  # the requester chose the name: record that it was read, never the name
+        refused, name, parts = validate.fingerprint(name), "(invalid name)", []
     claims = entry.get("requestClaims") or {}
-    actor = claims.get("preferred_username") or entry.get("parentUser") or "unknown-minio-user"
-    org = claims.get("org") or (parts[0] if parts[0] else None)
+    actor = _or(validate.username, claims.get("preferred_username") or entry.get("parentUser"))
+    org = _or(validate.name, claims.get("org") or (parts[0] if parts and parts[0] else None))
     return Download(
-        actor=str(actor),
-        organisation=str(org) if org else None,
+        actor=actor or "unknown-minio-user",
+        organisation=org,
         dataset=parts[1] if len(parts) > 2 else None,
         object=name,
+        refused_object=refused,
         status=int(api.get("statusCode") or 0),
         bytes=int(api.get("tx") or 0),
         request_id=str(entry["requestID"]) if entry.get("requestID") else None,

@@ -71,7 +71,7 @@ class Signer:
         if not token or token.count(".") != 1:
             return None
         payload, mac = token.split(".")
-        if not hmac.compare_digest(mac, self._mac(payload.encode())):
+        if not hmac.compare_digest(mac.encode(), self._mac(payload.encode()).encode()):
             return None
         try:
             value = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -126,7 +126,12 @@ class Sessions:
     def finish(self, flow_cookie: str | None, state: str | None, code: str | None) -> tuple[Caller, str]:
         """Exchange the code; the caller and the path to return to. NotAuthenticated if anything is off."""
         flow = self.signer.loads(flow_cookie)
-        if flow is None or not state or not code or not hmac.compare_digest(str(flow["state"]), state):
+        if (
+            flow is None
+            or not state
+            or not code
+            or not hmac.compare_digest(str(flow["state"]).encode(), state.encode())
+        ):
             raise NotAuthenticated("The login did not complete (state mismatch or expired); log in again.")
         response = httpx.post(
             f"{self.oidc}/token",
@@ -168,11 +173,24 @@ class Sessions:
         return self.signer.dumps(value, SESSION_SECONDS)
 
     def read(self, cookie: str | None) -> Session | None:
+        """The session in a session cookie; None for anything else (another signed cookie, e.g.
+        the login flow's or a flash message, is signed with the same key but is no session)."""
         value = self.signer.loads(cookie)
         if value is None:
             return None
-        caller = Caller(str(value["u"]), value.get("o"), frozenset(value.get("r") or ()))
-        return Session(caller, int(value["exp"]), str(value["c"]))
+        user, org, roles, csrf, exp = (value.get(k) for k in ("u", "o", "r", "c", "exp"))
+        if not (
+            isinstance(user, str)
+            and user
+            and (org is None or isinstance(org, str))
+            and isinstance(roles, list)
+            and all(isinstance(r, str) for r in roles)
+            and isinstance(csrf, str)
+            and csrf
+            and isinstance(exp, int)
+        ):
+            return None
+        return Session(Caller(user, org, frozenset(roles)), exp, csrf)
 
     def logout_url(self) -> str:
         return f"{self.oidc}/logout?{urlencode({'client_id': GATEWAY_CLIENT_ID})}"

@@ -3,7 +3,8 @@
 A file leaves the lab only through a request. Its state says where it is:
 
 ==============  ======================================================================
-``released``    a DP result from the gateway, recognised by its digest: out at once
+``released``    exactly a DP result the gateway released to the organisation: out at once,
+                as bytes regenerated from the kept result (never the uploaded bytes)
 ``pending``     passed the automated disclosure checks; waits for an operator
 ``held``        failed a check; the reasons are shown; an operator may only reject it,
                 or approve it with an explicit override and a reason
@@ -116,7 +117,8 @@ def check_review(export: Export, reviewer: str, *, approve: bool, override: bool
     """AccessDenied or ConfigError if ``reviewer`` may not decide ``export`` this way."""
     if export.state not in REVIEWABLE:
         raise ConfigError(
-            f"export {export.id} is {export.state}; only pending or held exports can be reviewed",
+            f"export {export.id} is {export.state}; only pending or held exports can be reviewed "
+            "/ 只能审核待审或暂扣的导出申请",
             reason="already-decided",
         )
     if reviewer == export.requester:
