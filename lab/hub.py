@@ -17,6 +17,7 @@ from lab.stack.install import proxy_binary
 
 GATEWAY_SERVICE = "gateway"
 IDLE_TIMEOUT = 3600  # seconds of inactivity before the culler stops a notebook server
+TOKEN_MAX_SECONDS = iam.HUB_TOKEN_MAX_SECONDS  # every hub API and OAuth token expires within this
 
 
 def configure(c: Any, settings: Settings) -> None:
@@ -83,6 +84,11 @@ def _authenticator(c: Any, settings: Settings) -> None:
     auth.auto_login = True
     auth.refresh_pre_spawn = True
     auth.post_auth_hook = record_login  # every notebook login is an audit record
+    # Roles come from Keycloak at each login: operators get lab-operator, nobody hub admin.
+    auth.manage_roles = True
+    auth.admin_users = set()
+    c.JupyterHub.token_expires_in_max_seconds = TOKEN_MAX_SECONDS
+    c.JupyterHub.oauth_token_expires_in = TOKEN_MAX_SECONDS
 
 
 def _spawner(c: Any, settings: Settings) -> None:

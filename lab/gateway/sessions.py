@@ -10,8 +10,9 @@ session cookie.
 The session cookie holds who the person is (username, organisation, roles), when the
 session ends and a CSRF token, signed with HMAC-SHA256 under a key kept in the state
 directory; it holds no Keycloak token. It is ``HttpOnly``, ``SameSite=Lax`` and scoped
-to ``/services/gateway/console``. Sessions last :data:`SESSION_SECONDS`; roles are
-re-read at the next login, which Keycloak's own session makes silent.
+to ``/services/gateway/console``. Sessions last :data:`SESSION_SECONDS`; on every request the
+session's organisation and roles are narrowed to what Keycloak says now (cached ≤ 20 s),
+and a disabled account's session ends.
 """
 
 from __future__ import annotations
@@ -172,6 +173,10 @@ class Sessions:
         if value is None:
             return None
         caller = Caller(str(value["u"]), value.get("o"), frozenset(value.get("r") or ()))
+        try:  # as far as Keycloak still agrees now (a disabled account's session ends)
+            caller = self.verifier.current(caller)
+        except NotAuthenticated:
+            return None
         return Session(caller, int(value["exp"]), str(value["c"]))
 
     def logout_url(self) -> str:
