@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from lab import demo, iam, vault
-from lab.hubauth import REFUSED
+from lab.hubauth import OPERATOR_ROLE, REFUSED
 from lab.hublogin import record_login
 from lab.settings import Settings
 from lab.stack.install import proxy_binary
@@ -56,7 +56,10 @@ def configure(c: Any, settings: Settings) -> None:
             "name": "idle-culler",
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": ["idle-culler"],
-        }
+        },
+        # Operators (hub group filled from Keycloak's operator role at login): no tokens,
+        # no access:servers, no user or group administration.
+        dict(OPERATOR_ROLE),
     ]
 
 
@@ -84,8 +87,7 @@ def _authenticator(c: Any, settings: Settings) -> None:
     auth.auto_login = True
     auth.refresh_pre_spawn = True
     auth.post_auth_hook = record_login  # every notebook login is an audit record
-    # Roles come from Keycloak at each login: operators get lab-operator, nobody hub admin.
-    auth.manage_roles = True
+    # Nobody is a hub admin; operators get the hub role lab-operator (lab.hubauth).
     auth.admin_users = set()
     c.JupyterHub.token_expires_in_max_seconds = TOKEN_MAX_SECONDS
     c.JupyterHub.oauth_token_expires_in = TOKEN_MAX_SECONDS

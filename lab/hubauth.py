@@ -5,11 +5,16 @@ analysts of an approved organisation may log in; operators may too; everyone els
 (auditors, analysts of an unapproved or no organisation) is refused with a page that
 says why and what to do.
 
-Nobody is a hub admin. The authenticator manages roles (``manage_roles``): operators get
-:data:`OPERATOR_ROLE`, which opens the admin page to list people and servers and stop
-servers, and nothing else — no ``tokens`` (minting tokens for others), no
-``access:servers`` (opening someone's notebook or kernel), no ``admin:users`` or
-``admin:groups``. Everyone keeps JupyterHub's own ``user`` role (``self``).
+Nobody is a hub admin. Holders of the operator realm role are put in the hub group
+:data:`OPERATOR_GROUP` at every login (hub groups are managed by this authenticator, so
+nobody can join one through the hub's API), and ``lab.hub`` gives that group
+:data:`OPERATOR_ROLE`: the admin page, listing people and servers, stopping servers, and
+nothing else — no ``tokens`` (minting tokens for others), no ``access:servers`` (opening
+someone's notebook or kernel), no ``admin:users`` or ``admin:groups``.
+
+(JupyterHub's ``manage_roles`` would do the same, but 6.1.1 fails to restart once a user
+holds an authenticator-managed role unless ``reset_managed_roles_on_startup`` is on:
+``KeyError: 'users'`` in ``init_role_assignment``.)
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from oauthenticator.generic import GenericOAuthenticator
-from traitlets import Set, Unicode, default
+from traitlets import Set, Unicode
 
 REFUSED = (
     "Only analysts of an approved organisation (and bureau operators) can open notebooks. "
@@ -28,12 +33,13 @@ REFUSED = (
 )
 
 
+OPERATOR_GROUP = "lab-operators"
 OPERATOR_ROLE = {
     "name": "lab-operator",
     "description": "Bureau operators: see people and servers, stop servers; never act as them",
     "scopes": ["admin-ui", "list:users", "read:users", "read:servers", "delete:servers"],
+    "groups": [OPERATOR_GROUP],
 }
-USER_ROLE = {"name": "user", "description": "Standard user privileges", "scopes": ["self"]}
 
 
 class LabAuthenticator(GenericOAuthenticator):
@@ -49,24 +55,21 @@ class LabAuthenticator(GenericOAuthenticator):
         help="The realm role whose holders get the hub role lab-operator (never hub admin).",
     )
 
-    @default("manage_roles")
-    def _manage_roles_default(self) -> bool:
-        return True  # operators' narrow hub role comes from here, wherever the hub runs
-
     def _claims(self, auth_model: dict[str, Any]) -> dict[str, Any]:
         return dict((auth_model.get("auth_state") or {}).get("oauth_user") or {})
 
-    async def load_managed_roles(self) -> list[dict[str, Any]]:
-        return [dict(OPERATOR_ROLE)]
-
     async def update_auth_model(self, auth_model: dict[str, Any]) -> dict[str, Any]:
-        roles = set(self._claims(auth_model).get("roles") or [])
         auth_model["admin"] = False  # also takes admin away from anyone who had it
-        hub_roles = [dict(USER_ROLE)]
-        if self.admin_role in roles:
-            hub_roles.append(dict(OPERATOR_ROLE))
-        auth_model["roles"] = hub_roles
         return auth_model
+
+    async def get_user_groups(self, auth_state: dict[str, Any]) -> set[str]:
+        """Keycloak's groups, plus :data:`OPERATOR_GROUP` exactly for holders of the operator role."""
+        groups = await super().get_user_groups(auth_state)
+        groups = {str(g) for g in groups or ()} - {OPERATOR_GROUP}
+        claims = (auth_state or {}).get("oauth_user") or {}
+        if self.admin_role in set(claims.get("roles") or []):
+            groups.add(OPERATOR_GROUP)
+        return groups
 
     async def check_allowed(self, username: str, auth_model: dict[str, Any]) -> bool:
         if auth_model is None:

@@ -145,6 +145,10 @@ def test_operator_cannot_open_an_analysts_server(
     try:
         _wait_ready(analyst)
         _operator_tries_the_server(lab, operator, analyst)
+        # What operators are for still works: the admin page, and stopping a server.
+        assert operator.client.get(f"{lab.hub_url}/hub/admin").status_code == 200
+        stopped = operator.hub_api("DELETE", f"/users/{ANALYST}/server")
+        assert stopped.status_code in (202, 204), stopped.status_code
     finally:
         analyst.hub_api("DELETE", f"/users/{ANALYST}/server")
 

@@ -15,7 +15,7 @@ from lab.errors import NotAuthenticated
 from lab.gateway.auth import Caller, TokenVerifier, check_hub_token
 from lab.gateway.revocation import Sweeper
 from lab.hub import configure
-from lab.hubauth import OPERATOR_ROLE
+from lab.hubauth import OPERATOR_GROUP, OPERATOR_ROLE
 from lab.settings import load_settings
 
 pytestmark = pytest.mark.unit
@@ -101,14 +101,14 @@ def test_members_policy_denies_everyone_else() -> None:
 def test_operators_get_a_narrow_hub_role_and_tokens_expire(tmp_path: Path) -> None:
     c = Config()
     configure(c, load_settings({"DATALAB_HOME": str(tmp_path)}))
-    assert c.LabAuthenticator.manage_roles is True
+    assert OPERATOR_ROLE in c.JupyterHub.load_roles and OPERATOR_ROLE["groups"] == [OPERATOR_GROUP]
     assert c.JupyterHub.token_expires_in_max_seconds == iam.HUB_TOKEN_MAX_SECONDS
     assert c.JupyterHub.oauth_token_expires_in == iam.HUB_TOKEN_MAX_SECONDS
     scopes = set(OPERATOR_ROLE["scopes"])
     assert "admin-ui" in scopes and "delete:servers" in scopes
     forbidden = {"tokens", "access:servers", "admin:users", "admin:groups", "admin:servers", "groups"}
     assert not scopes & forbidden
-    assert all(not role.get("users") and not role.get("groups") for role in c.JupyterHub.load_roles)
+    assert all(not role.get("users") for role in c.JupyterHub.load_roles)
 
 
 def test_lab_scopes_are_given_only_to_the_labs_clients() -> None:
@@ -120,3 +120,22 @@ def test_lab_scopes_are_given_only_to_the_labs_clients() -> None:
     }
     assert audiences == {iam.CLAIMS_SCOPE: {iam.GATEWAY_CLIENT_ID}, iam.STORAGE_SCOPE: {iam.MINIO_CLIENT_ID}}
     assert iam.BRUTE_FORCE["bruteForceProtected"] is True and iam.BRUTE_FORCE["failureFactor"] == 10
+
+
+def test_only_keycloak_operators_land_in_the_operator_group() -> None:
+    import asyncio
+
+    from lab.hubauth import LabAuthenticator
+
+    auth = LabAuthenticator(
+        approved_organisations={"qilu-energy"}, manage_groups=True, auth_state_groups_key="oauth_user.groups"
+    )
+
+    def groups(roles: list[str], claimed: list[str]) -> set[str]:
+        state = {"oauth_user": {"roles": roles, "groups": claimed}}
+        return asyncio.run(auth.get_user_groups(state))
+
+    assert groups(["operator"], []) == {OPERATOR_GROUP}
+    assert groups(["analyst"], ["qilu-energy", OPERATOR_GROUP]) == {"qilu-energy"}
+    model = asyncio.run(auth.update_auth_model({"name": "x", "admin": True, "auth_state": {}}))
+    assert model["admin"] is False
