@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab import demo
+from lab.errors import NotAuthenticated
 from lab.settings import Settings
 
 TTL_SECONDS = 20.0  # a change in Keycloak reaches the gateway within this many seconds
@@ -74,7 +75,16 @@ class Directory:
         if cached and now - cached[0] < self.ttl:
             return cached[1]
         with self._lock:
-            found = self._lookup(username)
+            try:
+                found = self._lookup(username)
+            except Exception as exc:  # Keycloak unreachable or refusing: fail closed, never a 5xx
+                self._kc = None  # log in again next time
+                raise NotAuthenticated(
+                    "Keycloak could not be asked who you are; try again in a minute. "
+                    "/ 暂时无法向统一身份认证确认您的身份，请稍后重试。",
+                    detail=f"directory lookup failed: {type(exc).__name__}",
+                    reason="directory-unavailable",
+                ) from None
             if len(self._cache) > 5000:
                 self._cache.clear()
             self._cache[username] = (time.monotonic(), found)

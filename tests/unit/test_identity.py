@@ -139,3 +139,15 @@ def test_only_keycloak_operators_land_in_the_operator_group() -> None:
     assert groups(["analyst"], ["qilu-energy", OPERATOR_GROUP]) == {"qilu-energy"}
     model = asyncio.run(auth.update_auth_model({"name": "x", "admin": True, "auth_state": {}}))
     assert model["admin"] is False
+
+
+def test_an_unreachable_keycloak_refuses_rather_than_fails(tmp_path: Path) -> None:
+    from lab.directory import Directory
+
+    def broken() -> Any:
+        raise ConnectionError("Keycloak is down")
+
+    directory = Directory(load_settings({"DATALAB_HOME": str(tmp_path)}), admin=broken)
+    with pytest.raises(NotAuthenticated) as caught:
+        directory.person("li.na")
+    assert caught.value.reason == "directory-unavailable" and "稍后" in caught.value.message
