@@ -14,7 +14,8 @@
 Everything goes through the gateway (``DATALAB_GATEWAY_URL``) with the analyst's access
 token (``DATALAB_TOKEN``, or a file named by ``DATALAB_TOKEN_FILE`` that is re-read on
 every call so a refreshed token is picked up); masked extracts are read from MinIO
-(``DATALAB_S3_ENDPOINT``) with short-lived credentials obtained with the same token.
+(``DATALAB_S3_ENDPOINT``) with short-lived credentials obtained with the same token, which
+expire with it.
 """
 
 from __future__ import annotations
@@ -163,10 +164,11 @@ class Connection:
         from minio import Minio
         from minio.credentials import WebIdentityProvider
 
+        # No DurationSeconds: the credentials expire with the access token (MinIO caps any
+        # longer request at 15 minutes anyway), and are fetched again with a fresh token.
         provider = WebIdentityProvider(
-            jwt_provider_func=lambda: {"access_token": self._token(), "expires_in": "900"},
+            jwt_provider_func=lambda: {"access_token": self._token()},
             sts_endpoint=f"http://{self.s3_endpoint}",
-            duration_seconds=900,
         )
         return Minio(self.s3_endpoint, credentials=provider, secure=False, region="us-east-1")
 

@@ -13,13 +13,14 @@ from urllib.parse import quote
 from jupyterhub.utils import subdomain_hook_idna
 
 from lab import demo, iam, vault
-from lab.hubauth import REFUSED
+from lab.hubauth import OPERATOR_ROLE, REFUSED
 from lab.hublogin import record_login
 from lab.settings import Settings
 from lab.stack.install import proxy_binary
 
 GATEWAY_SERVICE = "gateway"
 IDLE_TIMEOUT = 3600  # seconds of inactivity before the culler stops a notebook server
+TOKEN_MAX_SECONDS = iam.HUB_TOKEN_MAX_SECONDS  # every hub API and OAuth token expires within this
 
 
 def subdomain_hook(name: str, domain: str, kind: str) -> str:
@@ -76,7 +77,10 @@ def configure(c: Any, settings: Settings) -> None:
             "name": "idle-culler",
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": ["idle-culler"],
-        }
+        },
+        # Operators (hub group filled from Keycloak's operator role at login): no tokens,
+        # no access:servers, no user or group administration.
+        dict(OPERATOR_ROLE),
     ]
 
 
@@ -104,6 +108,10 @@ def _authenticator(c: Any, settings: Settings) -> None:
     auth.auto_login = True
     auth.refresh_pre_spawn = True
     auth.post_auth_hook = record_login  # every notebook login is an audit record
+    # Nobody is a hub admin; operators get the hub role lab-operator (lab.hubauth).
+    auth.admin_users = set()
+    c.JupyterHub.token_expires_in_max_seconds = TOKEN_MAX_SECONDS
+    c.JupyterHub.oauth_token_expires_in = TOKEN_MAX_SECONDS
 
 
 def _spawner(c: Any, settings: Settings) -> None:

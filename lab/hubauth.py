@@ -1,9 +1,20 @@
 """Who may use the notebooks: the hub's login through Keycloak.
 
 ``LabAuthenticator`` is oauthenticator's ``GenericOAuthenticator`` with the lab's rule:
-analysts of an approved organisation may log in; operators may too, as hub admins;
-everyone else (auditors, analysts of an unapproved or no organisation) is refused with
-a page that says why and what to do.
+analysts of an approved organisation may log in; operators may too; everyone else
+(auditors, analysts of an unapproved or no organisation) is refused with a page that
+says why and what to do.
+
+Nobody is a hub admin. Holders of the operator realm role are put in the hub group
+:data:`OPERATOR_GROUP` at every login (hub groups are managed by this authenticator, so
+nobody can join one through the hub's API), and ``lab.hub`` gives that group
+:data:`OPERATOR_ROLE`: the admin page, listing people and servers, stopping servers, and
+nothing else — no ``tokens`` (minting tokens for others), no ``access:servers`` (opening
+someone's notebook or kernel), no ``admin:users`` or ``admin:groups``.
+
+(JupyterHub's ``manage_roles`` would do the same, but 6.1.1 fails to restart once a user
+holds an authenticator-managed role unless ``reset_managed_roles_on_startup`` is on:
+``KeyError: 'users'`` in ``init_role_assignment``.)
 """
 
 from __future__ import annotations
@@ -22,6 +33,15 @@ REFUSED = (
 )
 
 
+OPERATOR_GROUP = "lab-operators"
+OPERATOR_ROLE = {
+    "name": "lab-operator",
+    "description": "Bureau operators: see people and servers, stop servers; never act as them",
+    "scopes": ["admin-ui", "list:users", "read:users", "read:servers", "delete:servers"],
+    "groups": [OPERATOR_GROUP],
+}
+
+
 class LabAuthenticator(GenericOAuthenticator):
     approved_organisations = Set(
         Unicode(),
@@ -29,21 +49,33 @@ class LabAuthenticator(GenericOAuthenticator):
         help="Organisations (the token's ``org`` claim) whose analysts may log in.",
     )
     analyst_role = Unicode("analyst", config=True, help="The realm role that makes someone an analyst.")
-    admin_role = Unicode("operator", config=True, help="The realm role whose holders are hub admins.")
+    admin_role = Unicode(
+        "operator",
+        config=True,
+        help="The realm role whose holders get the hub role lab-operator (never hub admin).",
+    )
 
     def _claims(self, auth_model: dict[str, Any]) -> dict[str, Any]:
         return dict((auth_model.get("auth_state") or {}).get("oauth_user") or {})
 
     async def update_auth_model(self, auth_model: dict[str, Any]) -> dict[str, Any]:
-        roles = set(self._claims(auth_model).get("roles") or [])
-        auth_model["admin"] = self.admin_role in roles
+        auth_model["admin"] = False  # also takes admin away from anyone who had it
         return auth_model
+
+    async def get_user_groups(self, auth_state: dict[str, Any]) -> set[str]:
+        """Keycloak's groups, plus :data:`OPERATOR_GROUP` exactly for holders of the operator role."""
+        groups = await super().get_user_groups(auth_state)
+        groups = {str(g) for g in groups or ()} - {OPERATOR_GROUP}
+        claims = (auth_state or {}).get("oauth_user") or {}
+        if self.admin_role in set(claims.get("roles") or []):
+            groups.add(OPERATOR_GROUP)
+        return groups
 
     async def check_allowed(self, username: str, auth_model: dict[str, Any]) -> bool:
         if auth_model is None:
             return True
         claims = self._claims(auth_model)
-        if auth_model.get("admin"):
+        if self.admin_role in set(claims.get("roles") or []):
             return True
         allowed = (
             self.analyst_role in set(claims.get("roles") or [])

@@ -4,13 +4,22 @@
 changes it made; run twice, the second run returns an empty list. It creates:
 
 - realm roles ``analyst``, ``operator``, ``auditor``;
-- one group per organisation with attributes ``org`` and ``minio_policy``;
-- client scope ``datalab`` (a realm default scope) whose mappers put into every access
-  token: ``org`` (from the group attribute), ``roles`` (realm roles), ``groups``,
-  ``policy`` (the MinIO policy names) and the audiences ``minio`` and ``datalab-gateway``;
+- one group per organisation with attributes ``org`` and ``minio_policy`` (the
+  organisation's extracts policy and its members policy, see ``lab.storage``);
+- client scope ``datalab`` whose mappers put into an access token: ``org`` (from the group
+  attribute), ``roles`` (realm roles), ``groups``, ``policy`` (the MinIO policy names) and
+  the audience ``datalab-gateway``; client scope ``datalab-storage`` adds the audience
+  ``minio``. Neither is a realm default scope: a client created later gets none of the
+  lab's claims or audiences. ``datalab`` is a default scope of ``jupyterhub`` and
+  ``datalab-gateway``, ``datalab-storage`` of ``jupyterhub`` only (the notebooks read
+  extracts from MinIO; the consoles do not);
 - confidential clients ``jupyterhub``, ``datalab-gateway`` and ``minio``, whose secrets
   are generated into the state directory;
 - the demo people of ``lab.demo``.
+
+It also hardens the realm: brute-force detection (after :data:`FAILURE_FACTOR` wrong
+passwords the account is locked for a while), and no public client of the realm — the
+built-in ``admin-cli`` included — accepts the password grant.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from typing import Any
 
 from keycloak import KeycloakAdmin
 
-from lab import demo, vault
+from lab import demo, storage, vault
 from lab.settings import Settings
 
 KEYCLOAK_ADMIN_USER = "admin"  # the bootstrap admin of the master realm
@@ -27,6 +36,19 @@ MINIO_CLIENT_ID = "minio"
 HUB_CLIENT_ID = "jupyterhub"
 GATEWAY_CLIENT_ID = "datalab-gateway"
 CLAIMS_SCOPE = "datalab"
+STORAGE_SCOPE = "datalab-storage"
+HUB_TOKEN_MAX_SECONDS = 8 * 3600  # the longest a JupyterHub token may live (hub and gateway)
+FAILURE_FACTOR = 10  # wrong passwords before Keycloak locks the account for a while
+BRUTE_FORCE = {
+    "bruteForceProtected": True,
+    "permanentLockout": False,
+    "failureFactor": FAILURE_FACTOR,
+    "waitIncrementSeconds": 60,
+    "maxFailureWaitSeconds": 900,
+    "maxDeltaTimeSeconds": 43200,
+    "quickLoginCheckMilliSeconds": 1000,
+    "minimumQuickLoginWaitSeconds": 60,
+}
 
 
 def admin(settings: Settings) -> KeycloakAdmin:
@@ -96,9 +118,19 @@ MAPPERS = (
             "userinfo.token.claim": "true",
         },
     ),
-    _audience(MINIO_CLIENT_ID),
     _audience(GATEWAY_CLIENT_ID),
 )
+STORAGE_MAPPERS = (_audience(MINIO_CLIENT_ID),)
+SCOPES: dict[str, tuple[str, tuple[dict[str, Any], ...]]] = {
+    CLAIMS_SCOPE: ("Data Lab claims: org, roles, groups, policy; audience datalab-gateway", MAPPERS),
+    STORAGE_SCOPE: ("Data Lab storage: audience minio (MinIO STS)", STORAGE_MAPPERS),
+}
+# The lab's scopes each client gets by default; any other client gets none of them.
+CLIENT_SCOPES = {
+    HUB_CLIENT_ID: (CLAIMS_SCOPE, STORAGE_SCOPE),
+    GATEWAY_CLIENT_ID: (CLAIMS_SCOPE,),
+    MINIO_CLIENT_ID: (),
+}
 
 
 def _clients(settings: Settings) -> list[dict[str, Any]]:
@@ -156,6 +188,7 @@ class _Applier:
             "supportedLocales": ["en", "zh-CN"],
             "defaultLocale": "zh-CN",
             "accessTokenLifespan": 300,
+            **BRUTE_FORCE,
         }
         realms = {r["realm"]: r for r in self.kc.get_realms()}
         if settings.realm not in realms:
@@ -172,34 +205,47 @@ class _Applier:
                 self.kc.create_realm_role({"name": name, "description": description})
                 self.changes.append(f"created role {name}")
 
-    def claims_scope(self) -> None:
-        scope = self.kc.get_client_scope_by_name(CLAIMS_SCOPE)
-        if scope is None:
-            scope_id = self.kc.create_client_scope(
-                {
-                    "name": CLAIMS_SCOPE,
-                    "protocol": "openid-connect",
-                    "description": "Data Lab claims: org, roles, groups, policy, audiences",
-                    "attributes": {"include.in.token.scope": "false"},
-                }
-            )
-            self.changes.append(f"created client scope {CLAIMS_SCOPE}")
-        else:
-            scope_id = scope["id"]
-        mappers = {m["name"]: m for m in self.kc.get_mappers_from_client_scope(scope_id)}
-        for mapper in MAPPERS:
-            current = mappers.get(mapper["name"])
-            if current is None:
-                self.kc.add_mapper_to_client_scope(scope_id, mapper)
-                self.changes.append(f"added mapper {mapper['name']}")
-            elif _differs(current, mapper):
-                self.kc.update_mapper_in_client_scope(scope_id, current["id"], {**current, **mapper})
-                self.changes.append(f"updated mapper {mapper['name']}")
-        defaults = {s["name"] for s in self.kc.get_default_default_client_scopes()}
-        if CLAIMS_SCOPE not in defaults:
-            self.kc.add_default_default_client_scope(scope_id)
-            self.changes.append(f"made {CLAIMS_SCOPE} a default client scope")
-        self.scope_id = scope_id
+    def public_clients(self) -> None:
+        """No public client of the realm (``admin-cli`` included) accepts the password grant."""
+        for client in self.kc.get_clients():
+            if client.get("publicClient") and client.get("directAccessGrantsEnabled"):
+                self.kc.update_client(client["id"], {**client, "directAccessGrantsEnabled": False})
+                self.changes.append(f"turned off password grants for public client {client['clientId']}")
+
+    def scopes(self) -> None:
+        """The lab's client scopes with exactly their mappers, and none of them a realm default."""
+        self.scope_ids: dict[str, str] = {}
+        defaults = {s["name"]: s["id"] for s in self.kc.get_default_default_client_scopes()}
+        for name, (description, wanted) in SCOPES.items():
+            scope = self.kc.get_client_scope_by_name(name)
+            if scope is None:
+                scope_id = self.kc.create_client_scope(
+                    {
+                        "name": name,
+                        "protocol": "openid-connect",
+                        "description": description,
+                        "attributes": {"include.in.token.scope": "false"},
+                    }
+                )
+                self.changes.append(f"created client scope {name}")
+            else:
+                scope_id = scope["id"]
+            mappers = {m["name"]: m for m in self.kc.get_mappers_from_client_scope(scope_id)}
+            for mapper in wanted:
+                current = mappers.pop(mapper["name"], None)
+                if current is None:
+                    self.kc.add_mapper_to_client_scope(scope_id, mapper)
+                    self.changes.append(f"added mapper {mapper['name']} to {name}")
+                elif _differs(current, mapper):
+                    self.kc.update_mapper_in_client_scope(scope_id, current["id"], {**current, **mapper})
+                    self.changes.append(f"updated mapper {mapper['name']} of {name}")
+            for extra in mappers.values():  # e.g. an audience that moved to another scope
+                self.kc.delete_mapper_from_client_scope(scope_id, extra["id"])
+                self.changes.append(f"removed mapper {extra['name']} from {name}")
+            if name in defaults:
+                self.kc.delete_default_default_client_scope(scope_id)
+                self.changes.append(f"{name} is no longer a realm default client scope")
+            self.scope_ids[name] = scope_id
 
     def client(self, desired: dict[str, Any]) -> None:
         client_id = self.kc.get_client_id(desired["clientId"])
@@ -212,17 +258,21 @@ class _Applier:
             if _differs(current, desired):
                 self.kc.update_client(client_id, desired)
                 self.changes.append(f"updated client {desired['clientId']}")
-        scopes = {s["name"] for s in self.kc.get_client_default_client_scopes(client_id)}
-        if CLAIMS_SCOPE not in scopes:
-            self.kc.add_client_default_client_scope(client_id, self.scope_id, {})
-            self.changes.append(f"added scope {CLAIMS_SCOPE} to client {desired['clientId']}")
+        wanted = set(CLIENT_SCOPES.get(desired["clientId"], ()))
+        have = {s["name"]: s["id"] for s in self.kc.get_client_default_client_scopes(client_id)}
+        for name in sorted(wanted - set(have)):
+            self.kc.add_client_default_client_scope(client_id, self.scope_ids[name], {})
+            self.changes.append(f"added scope {name} to client {desired['clientId']}")
+        for name in sorted((set(have) & set(SCOPES)) - wanted):
+            self.kc.delete_client_default_client_scope(client_id, have[name])
+            self.changes.append(f"removed scope {name} from client {desired['clientId']}")
 
     def group(self, org: demo.Organisation) -> str:
         desired = {
             "name": org.id,
             "attributes": {
                 "org": [org.id],
-                "minio_policy": [demo.minio_policy(org.id)],
+                "minio_policy": [demo.minio_policy(org.id), storage.members_policy(org.id)],
                 "name_en": [org.name_en],
                 "name_zh": [org.name_zh],
                 "kind": [org.kind],
@@ -293,7 +343,8 @@ def bootstrap(settings: Settings) -> list[str]:
     applier.realm(settings)
     applier.kc = admin(settings)
     applier.roles()
-    applier.claims_scope()
+    applier.public_clients()
+    applier.scopes()
     for client in _clients(settings):
         applier.client(client)
     groups = {org.id: applier.group(org) for org in demo.ORGANISATIONS}

@@ -15,6 +15,19 @@ of the datasets the organisation holds an active grant for: ``bootstrap`` create
 empty, ``set_extracts_access`` (called by ``lab.access`` on every approval, revocation
 and expiry) rewrites it. MinIO evaluates a policy's current content on every request,
 so credentials already issued lose access as soon as the policy changes.
+
+Each organisation also has a *members* policy, ``members-<org>`` (the group's
+``minio_policy`` attribute names both): one Deny statement for every subject (``jwt:sub``,
+the Keycloak user id) that is not one of the organisation's current, enabled analysts.
+``set_members`` rewrites it (the gateway's sweeper does, from Keycloak, every
+``lab.gateway.revocation.SWEEP_SECONDS``), so disabling an account or removing it from
+the organisation ends the S3 access of credentials it already holds within a minute.
+
+How long STS credentials live is capped by MinIO itself: the stack starts it with
+``MINIO_STS_DURATION`` = :data:`STS_DURATION`, which replaces whatever
+``DurationSeconds`` a caller asks for; a request without ``DurationSeconds`` gets
+credentials that expire with the access token (5 minutes). A presigned URL works only as
+long as the credentials that signed it, so it cannot outlive them either.
 """
 
 from __future__ import annotations
@@ -44,6 +57,10 @@ AUDIT_BUCKET = "audit-archive"
 AUDIT_RETENTION_DAYS = 365
 MANIFEST = "manifest.json"
 REGION = "us-east-1"  # MinIO's default; naming it spares a GetBucketLocation call
+# MinIO's minimum and the cap on anything a DurationSeconds asks for (MINIO_STS_DURATION).
+STS_DURATION_SECONDS = 900
+STS_DURATION = f"{STS_DURATION_SECONDS}s"
+NOBODY = "-"  # no Keycloak subject is "-": a members policy naming nobody denies everyone
 
 
 def root_client(settings: Settings) -> Minio:
@@ -106,6 +123,42 @@ def set_extracts_access(settings: Settings, org: str, datasets: Iterable[str]) -
     return True
 
 
+def members_policy(org: str) -> str:
+    """The name of the MinIO policy that admits only ``org``'s current members."""
+    return f"members-{org}"
+
+
+def members_deny_policy(subjects: Iterable[str]) -> dict[str, Any]:
+    """Deny everything to any web identity whose ``sub`` is not one of ``subjects``."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "OnlyCurrentMembers",
+                "Effect": "Deny",
+                "Action": ["s3:*"],
+                "Resource": ["arn:aws:s3:::*"],
+                "Condition": {"StringNotEquals": {"jwt:sub": sorted(set(subjects)) or [NOBODY]}},
+            }
+        ],
+    }
+
+
+def set_members(settings: Settings, org: str, subjects: Iterable[str]) -> bool:
+    """Admit exactly ``subjects`` (Keycloak user ids) as ``org``'s members; True if it changed."""
+    admin = _admin(settings)
+    name = members_policy(org)
+    desired = members_deny_policy(subjects)
+    try:
+        current = json.loads(admin.policy_info(name) or "{}")
+    except MinioAdminException:
+        current = None
+    if current == desired:
+        return False
+    admin.policy_add(name, policy=desired)
+    return True
+
+
 def bootstrap(settings: Settings) -> list[str]:
     """Create the buckets and policies if missing; the list of changes made."""
     client = root_client(settings)
@@ -125,6 +178,10 @@ def bootstrap(settings: Settings) -> list[str]:
         if name not in existing:  # its content follows the grants (set_extracts_access)
             admin.policy_add(name, policy=extracts_read_policy(org.id, datasets=()))
             changes.append(f"created policy {name}")
+        members = members_policy(org.id)
+        if members not in existing:  # nobody until the gateway's sweeper reads Keycloak
+            admin.policy_add(members, policy=members_deny_policy(()))
+            changes.append(f"created policy {members}")
     return changes
 
 
@@ -180,14 +237,18 @@ def read_json(client: Minio, bucket: str, name: str) -> dict[str, Any] | None:
         response.release_conn()
 
 
-def analyst_credentials(settings: Settings, access_token: str, *, duration: int = 900) -> Credentials:
-    """Temporary S3 credentials for the holder of a Keycloak access token."""
+def analyst_credentials(settings: Settings, access_token: str) -> Credentials:
+    """Temporary S3 credentials for the holder of a Keycloak access token (they expire with it)."""
+    return web_identity(f"http://{settings.minio_endpoint}", lambda: access_token).retrieve()
+
+
+def web_identity(sts_endpoint: str, token: Any) -> WebIdentityProvider:
+    """MinIO STS without ``DurationSeconds``: the credentials expire when the access token does."""
     provider = WebIdentityProvider(
-        jwt_provider_func=lambda: {"access_token": access_token, "expires_in": str(duration)},
-        sts_endpoint=f"http://{settings.minio_endpoint}",
-        duration_seconds=duration,
+        jwt_provider_func=lambda: {"access_token": token()},
+        sts_endpoint=sts_endpoint,
     )
-    return provider.retrieve()
+    return provider
 
 
 def analyst_client(settings: Settings, access_token: str) -> Minio:

@@ -8,6 +8,8 @@ wrong role, budget exhausted), 404 unknown dataset or column.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -26,6 +28,7 @@ from lab.extracts import ledger as open_ledger
 from lab.gateway import inputs
 from lab.gateway.auth import Caller, TokenVerifier
 from lab.gateway.governance_routes import routes as governance_routes
+from lab.gateway.revocation import Sweeper
 from lab.gateway.service import Gateway
 from lab.ledger import Kind
 from lab.policy import load_policies
@@ -58,8 +61,21 @@ Who = Annotated[Caller, Depends(_caller)]
 
 def create_app(settings: Settings) -> FastAPI:
     """The gateway application for ``settings``."""
-    app = FastAPI(title="Data Lab gateway", docs_url=f"{PREFIX}/docs", openapi_url=f"{PREFIX}/openapi.json")
     verifier = TokenVerifier(settings)
+    sweeper = Sweeper(settings, verifier.directory)  # S3 access follows Keycloak (≤ 30 s)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sweeper.start()
+        yield
+        sweeper.stop()
+
+    app = FastAPI(
+        title="Data Lab gateway",
+        docs_url=f"{PREFIX}/docs",
+        openapi_url=f"{PREFIX}/openapi.json",
+        lifespan=lifespan,
+    )
     ledger = open_ledger(settings)
     gateway = Gateway(settings, ledger, load_policies(settings.policies_dir))
     app.state.gateway = gateway

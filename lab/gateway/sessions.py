@@ -10,8 +10,9 @@ session cookie.
 The session cookie holds who the person is (username, organisation, roles), when the
 session ends and a CSRF token, signed with HMAC-SHA256 under a key kept in the state
 directory; it holds no Keycloak token. It is ``HttpOnly``, ``SameSite=Lax`` and scoped
-to ``/services/gateway/console``. Sessions last :data:`SESSION_SECONDS`; roles are
-re-read at the next login, which Keycloak's own session makes silent.
+to ``/services/gateway/console``. Sessions last :data:`SESSION_SECONDS`; on every request the
+session's organisation and roles are narrowed to what Keycloak says now (cached ≤ 20 s),
+and a disabled account's session ends.
 """
 
 from __future__ import annotations
@@ -190,7 +191,12 @@ class Sessions:
             and isinstance(exp, int)
         ):
             return None
-        return Session(Caller(user, org, frozenset(roles)), exp, csrf)
+        caller = Caller(user, org, frozenset(roles))
+        try:  # as far as Keycloak still agrees now (a disabled account's session ends)
+            caller = self.verifier.current(caller)
+        except NotAuthenticated:
+            return None
+        return Session(caller, exp, csrf)
 
     def logout_url(self) -> str:
         return f"{self.oidc}/logout?{urlencode({'client_id': GATEWAY_CLIENT_ID})}"

@@ -14,7 +14,7 @@ from pathlib import Path
 from lab import vault
 from lab.iam import KEYCLOAK_ADMIN_USER, MINIO_CLIENT_ID
 from lab.settings import Settings
-from lab.storage import MINIO_ROOT_USER
+from lab.storage import MINIO_ROOT_USER, STS_DURATION
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,8 @@ def launch(component: Component, settings: Settings, installed: Installed) -> La
                 "MINIO_IDENTITY_OPENID_CLIENT_SECRET": vault.secret(settings, "minio-client-secret"),
                 "MINIO_IDENTITY_OPENID_CLAIM_NAME": "policy",
                 "MINIO_IDENTITY_OPENID_SCOPES": "openid",
+                # Replaces any DurationSeconds an STS caller asks for (up to 365 days otherwise).
+                "MINIO_STS_DURATION": STS_DURATION,
                 # Every S3 request is reported to the gateway, which records extract downloads.
                 "MINIO_AUDIT_WEBHOOK_ENABLE_DATALAB": "on",
                 "MINIO_AUDIT_WEBHOOK_ENDPOINT_DATALAB": settings.url(

@@ -1,0 +1,74 @@
+"""The sweeper: S3 access follows Keycloak within a minute.
+
+MinIO credentials an analyst obtained from STS keep the policies named in the token they
+came from until they expire. Each organisation's ``members-<org>`` policy (see
+``lab.storage``) denies every subject that is not one of the organisation's current,
+enabled analysts; :class:`Sweeper` rewrites it from Keycloak every
+:data:`SWEEP_SECONDS`, so an account disabled, deleted, stripped of its analyst role or
+removed from the organisation loses S3 access within that time plus one sweep.
+
+A sweep that fails (Keycloak or MinIO briefly unreachable) changes nothing and is
+retried at the next tick; it never widens access.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from lab import demo, storage
+from lab.directory import Directory
+from lab.settings import Settings
+
+SWEEP_SECONDS = 15.0
+log = logging.getLogger("lab.gateway.revocation")
+
+
+class Sweeper:
+    """Keeps MinIO's members policies equal to Keycloak's organisations."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        directory: Directory,
+        *,
+        interval: float = SWEEP_SECONDS,
+        apply: Callable[[Settings, str, set[str]], bool] = storage.set_members,
+    ) -> None:
+        self.settings = settings
+        self.directory = directory
+        self.interval = interval
+        self._apply = apply
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sweep(self) -> list[str]:
+        """One pass; the organisations whose members policy changed."""
+        members = self.directory.members()
+        changed = []
+        for org in demo.ORGANISATIONS:
+            if self._apply(self.settings, org.id, members.get(org.id, set())):
+                changed.append(org.id)
+        if changed:
+            log.info("members policies rewritten for %s", ", ".join(changed))
+        return changed
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sweep()
+            except Exception as exc:  # retried next tick; a failed sweep never widens access
+                log.warning("sweep failed (%s); retrying in %.0f s", type(exc).__name__, self.interval)
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="members-sweeper", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
