@@ -3,6 +3,10 @@
 ``python -m lab.spawner.inside --tcp PORT=PATH ... -- jupyterhub-singleuser ARGS`` runs the
 relays in a background thread and the single-user server in the main thread; when the
 server exits, the sandbox (and every process in it) ends.
+
+The first thing it does is make itself non-dumpable (``PR_SET_DUMPABLE`` 0): kernels and
+terminals run under the same uid, and without Yama on the host they could otherwise
+ptrace the server or write its memory (``/proc/<pid>/mem``) and switch its guard off.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from lab.spawner.relay import _run, parse
 
 
 def main(argv: list[str]) -> int:
+    from lab.spawner.guard import non_dumpable
+
+    non_dumpable()
     if "--" not in argv:
         print("usage: python -m lab.spawner.inside --tcp PORT=PATH ... -- COMMAND ...", file=sys.stderr)
         return 2
