@@ -16,7 +16,7 @@ from playwright.sync_api import Page
 
 from lab.settings import Settings
 from tests.integration.browser import browser, run_json  # noqa: F401
-from tests.security.sandbox_support import ANALYST, analyst, fetch  # noqa: F401
+from tests.security.sandbox_support import ANALYST, analyst, fetch, send  # noqa: F401
 
 pytestmark = [pytest.mark.security, pytest.mark.integration]
 
@@ -99,3 +99,14 @@ def test_the_welcome_notebook_and_listings_still_open(analyst: Page, written: di
     assert meta["status"] == 200 and '"content": null' in meta["head"]
     analyst.goto(analyst.url.split("/user/")[0] + f"{BASE}/lab/tree/welcome.ipynb")
     analyst.wait_for_selector("h1:has-text('欢迎使用数据实验室')", state="visible", timeout=60_000)
+
+
+def test_saving_and_uploading_still_work(analyst: Page, written: dict) -> None:  # noqa: F811
+    nb = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    saved = send(analyst, "PUT", f"{BASE}/api/contents/saved.ipynb", {"type": "notebook", "content": nb})
+    assert saved in (200, 201)
+    upload = {"type": "file", "format": "text", "content": "a,b\n1,2\n"}
+    uploaded = send(analyst, "PUT", f"{BASE}/api/contents/in.csv", upload)
+    assert uploaded in (200, 201)  # what comes in is not what the airlock guards
+    assert fetch(analyst, f"{BASE}/api/contents/saved.ipynb")["status"] == 200
+    assert fetch(analyst, f"{BASE}/api/contents/in.csv")["status"] == 403
