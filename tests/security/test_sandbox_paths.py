@@ -149,6 +149,8 @@ here = os.path.join(os.path.dirname(sock_path), "evil.sock")
 attempt("bind_beside", lambda: s.bind(here))
 if out["bind_beside"] != "done":
     here = os.path.expanduser("~/evil.sock")
+    if os.path.lexists(here):
+        os.unlink(here)
     s.bind(here)
 s.listen(16)
 attempt("rename_over", lambda: os.rename(here, sock_path))
