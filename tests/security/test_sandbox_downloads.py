@@ -10,6 +10,7 @@ server's log, and the files are untouched; the welcome notebook still opens and
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page
@@ -58,10 +59,12 @@ REFUSED = [
 
 
 @pytest.fixture(scope="module")
-def written(analyst: Page) -> dict:  # noqa: F811
+def written(analyst: Page, lab_stack: Settings) -> Iterator[dict]:  # noqa: F811
     out = run_json(analyst, ANALYST, WRITE)
     assert out["rows"] > 100 and out["size"] > 4 * 1024 * 1024  # a real extract, a notebook over the cap
-    return out
+    yield out
+    for name in ("x.csv", "big.ipynb", "saved.ipynb", "in.csv"):
+        (lab_stack.home / "homes" / ANALYST / name).unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("path", REFUSED)

@@ -196,3 +196,5 @@ def test_the_proxy_target_cannot_be_replaced_from_the_sandbox(
         assert welcome["status"] == 200 and '"welcome.ipynb"' in welcome["head"], welcome
     finally:
         restart_server(analyst, lab_stack)  # whatever happened, the next test gets a genuine server
+        for name in ("evil.sock", ".swap-report.json", ".swap-errors.txt"):
+            (lab_stack.home / "homes" / ANALYST / name).unlink(missing_ok=True)

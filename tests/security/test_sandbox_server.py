@@ -105,6 +105,8 @@ def test_code_planted_in_the_home_does_not_run_in_the_server(
         for planted in (
             ".local/lib/python3.11/site-packages/usercustomize.py",
             ".jupyter/jupyter_server_config.py",
+            ".ran-in",
+            "x.csv",
         ):
             (home / planted).unlink(missing_ok=True)
         restart_server(analyst, lab_stack)
