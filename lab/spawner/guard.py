@@ -33,6 +33,7 @@ from traitlets import Integer
 from traitlets.config import LoggingConfigurable
 
 PR_SET_DUMPABLE = 4
+_loaded = False  # set once the guard is in place; lab.spawner.inside refuses to listen before
 REFUSED_PREFIXES = ("files/", "view/", "nbconvert/")
 
 REFUSED = (
@@ -45,6 +46,11 @@ TOO_BIG = (
     "outputs in a kernel (e.g. nbformat) and open it again. / 该笔记本超过 {limit} 字节，"
     "不会发送到浏览器；请在内核中清除较大的输出后重新打开。"
 )
+
+
+def loaded() -> bool:
+    """True once ``_load_jupyter_server_extension`` has put the guard in place."""
+    return _loaded
 
 
 def non_dumpable() -> None:
@@ -123,6 +129,7 @@ class RefusedHandler(web.RequestHandler):
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
+    global _loaded
     non_dumpable()
     guard = DownloadGuard(parent=serverapp)
     app = serverapp.web_app
@@ -154,6 +161,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         finish_model(self, model, location)
 
     ContentsHandler._finish_model = _finish_model  # type: ignore[method-assign]
+    _loaded = True
     serverapp.log.info(
         "lab.spawner.guard: file downloads refused, notebooks up to %d bytes", guard.max_notebook_bytes
     )

@@ -201,3 +201,20 @@ def test_guard_sends_notebooks_up_to_the_cap_and_no_file_bodies() -> None:
         with pytest.raises(web.HTTPError) as refused:
             guard.check_model(model)
         assert refused.value.status_code == status and says in str(refused.value.log_message)
+
+
+def test_server_does_not_listen_without_the_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jupyter_server.serverapp import ServerApp
+
+    from lab.spawner import guard, inside
+
+    calls: list[str] = []
+    monkeypatch.setattr(ServerApp, "init_httpserver", lambda self: calls.append("bound"))
+    inside._require_guard()
+    monkeypatch.setattr(guard, "_loaded", False)
+    with pytest.raises(SystemExit, match="guard did not load"):
+        ServerApp.init_httpserver(object())  # type: ignore[arg-type]
+    assert calls == []
+    monkeypatch.setattr(guard, "_loaded", True)
+    ServerApp.init_httpserver(object())  # type: ignore[arg-type]
+    assert calls == ["bound"]
