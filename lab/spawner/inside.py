@@ -3,6 +3,12 @@
 ``python -m lab.spawner.inside --tcp PORT=PATH ... -- jupyterhub-singleuser ARGS`` runs the
 relays in a background thread and the single-user server in the main thread; when the
 server exits, the sandbox (and every process in it) ends.
+
+The first thing it does is make itself non-dumpable (``PR_SET_DUMPABLE`` 0): kernels and
+terminals run under the same uid, and without Yama on the host they could otherwise
+ptrace the server or write its memory (``/proc/<pid>/mem``) and switch its guard off.
+It also fails closed: the server does not bind its socket unless ``lab.spawner.guard``
+loaded (jupyter_server would otherwise only log a failed extension and serve on).
 """
 
 from __future__ import annotations
@@ -14,7 +20,30 @@ import threading
 from lab.spawner.relay import _run, parse
 
 
+def _require_guard() -> None:
+    """Make ``ServerApp.init_httpserver`` (which binds the socket) refuse without the guard."""
+    from jupyter_server.serverapp import ServerApp
+
+    from lab.spawner import guard
+
+    bind = ServerApp.init_httpserver
+
+    def init_httpserver(self: ServerApp) -> None:
+        if not guard.loaded():
+            raise SystemExit(
+                "lab.spawner.guard did not load, so the notebook server does not start; see the "
+                "lines above in this log. / 下载防护扩展未加载，笔记本服务器不启动。"
+            )
+        bind(self)
+
+    ServerApp.init_httpserver = init_httpserver  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> int:
+    from lab.spawner.guard import non_dumpable
+
+    non_dumpable()
+    _require_guard()
     if "--" not in argv:
         print("usage: python -m lab.spawner.inside --tcp PORT=PATH ... -- COMMAND ...", file=sys.stderr)
         return 2

@@ -15,13 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-RUN_DIR = "/run/datalab"
+RUN_DIR = "/run/datalab"  # relays and the token: read-only inside
+SERVER_DIR = "/run/notebook"  # the server's own socket: writable until the spawner locks it
 
 
 @dataclass(frozen=True)
 class SandboxPaths:
     home: Path  # host directory mounted as the user's home
-    sockets: Path  # host directory mounted at /run/datalab
+    relays: Path  # host directory (root's) mounted read-only at /run/datalab
+    server: Path  # host directory mounted at /run/notebook (the server's socket)
     python_runtime: Sequence[Path]  # host directories holding the interpreter and its packages
     code: Path  # host directory holding the lab package (mounted at /opt/datalab)
 
@@ -78,6 +80,8 @@ def bwrap_argv(
         "/proc",
         "--dev",
         "/dev",
+        "--perms",
+        "1777",
         "--tmpfs",
         "/tmp",
         "--perms",
@@ -95,7 +99,8 @@ def bwrap_argv(
     argv += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", "/opt/datalab"]
     argv += ["--ro-bind", str(paths.code / "lab"), "/opt/datalab/lab"]
     argv += ["--perms", "0755", "--dir", "/run"]
-    argv += ["--bind", str(paths.home), home, "--bind", str(paths.sockets), RUN_DIR, "--chdir", home]
+    argv += ["--bind", str(paths.home), home, "--ro-bind", str(paths.relays), RUN_DIR]
+    argv += ["--bind", str(paths.server), SERVER_DIR, "--chdir", home]
     argv += ["--clearenv"]
     for key, value in sorted(env.items()):
         argv += ["--setenv", key, value]
@@ -112,3 +117,17 @@ def bwrap_argv(
         *command,
     ]
     return argv
+
+
+def args_blob(argv: Sequence[str]) -> tuple[bytes, list[str]]:
+    """``argv`` split for ``bwrap --args FD``: its options as NUL-terminated bytes, and the rest.
+
+    bubblewrap reads options (mounts, ``--setenv``) from the descriptor but takes the
+    command itself from its own argv, so the command (from ``--`` on, no secret in it)
+    stays there.
+    """
+    for arg in argv:
+        if "\0" in arg:
+            raise ValueError("a sandbox argument holds a NUL byte")
+    split = list(argv).index("--")
+    return b"".join(arg.encode() + b"\0" for arg in argv[1:split]), list(argv[split:])

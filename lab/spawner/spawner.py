@@ -1,12 +1,22 @@
 """``SandboxSpawner``: one analyst's JupyterLab in a bubblewrap sandbox on this machine.
 
-Start: create the user's home (persisted under the state directory) and socket directory,
-set cgroup limits, start the outside relays (hub API, gateway, S3), write the analyst's
-access token into the socket directory, and run ``bwrap`` inside the cgroups. The server
-listens on ``/run/datalab/jupyter.sock``; configurable-http-proxy reaches it as an
-``http+unix://`` target. While the server lives, the spawner refreshes the access token
-(Keycloak tokens live minutes; a token frozen into the environment at spawn would go
-stale) with the refresh token kept in the hub's encrypted auth state.
+Start: create the user's home (persisted under the state directory) and the sandbox's
+directories, set cgroup limits, start the outside relays (hub API, gateway, S3), write the
+analyst's access token beside the relays' sockets, and run ``bwrap`` inside the cgroups.
+The server listens on ``/run/notebook/jupyter.sock``; once that socket exists the spawner
+locks its directory, and configurable-http-proxy reaches it as an ``http+unix://`` target.
+While the server lives, the spawner refreshes the access token (Keycloak tokens live
+minutes; a token frozen into the environment at spawn would go stale) with the refresh
+token kept in the hub's encrypted auth state.
+
+Root never follows a name the sandbox can write (see ``lab.spawner.rootfs`` and the table
+in docs/notebooks.md). Per user, under ``<state>/run/sandbox/<user>/`` (root's, 0755):
+
+- ``relay/`` (``root:<uid>`` 0750, read-only in the sandbox at ``/run/datalab``): the
+  outside relays' sockets and ``token`` (``root:<uid>`` 0440, replaced by an ``O_EXCL``
+  temporary file and a rename; a unix socket needs no write access to its directory);
+- ``server/`` (the sandbox's until its server has created ``jupyter.sock``, then
+  ``root:<uid>`` 0550): the proxy's target, which the sandbox cannot unlink or replace.
 
 Poll: the server is gone when ``bwrap`` has exited; if the kernel OOM-killed anything in
 its memory group, the whole sandbox is stopped and reported (exit status 137), so a
@@ -19,7 +29,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import shutil
 import signal
 import sys
 import time
@@ -32,10 +41,14 @@ from jupyterhub.spawner import Spawner
 from traitlets import Float, Integer, List, Unicode, default, validate
 
 from lab.settings import load_settings
+from lab.spawner import rootfs
 from lab.spawner.cgroups import Cgroup
-from lab.spawner.sandbox import RUN_DIR, SandboxPaths, bwrap_argv
+from lab.spawner.sandbox import RUN_DIR, SERVER_DIR, SandboxPaths, args_blob, bwrap_argv
 
 OOM_STATUS = 137
+SERVER_SOCKET = "jupyter.sock"
+CONFIG_DIR = "/opt/datalab/lab/spawner/jupyter_config"  # read-only: enables lab.spawner.guard
+DATA_DIR = "/opt/datalab/lab/spawner/jupyter_data"  # read-only: no kernels or extensions from home
 
 
 def _alive(pid: int | None) -> bool:
@@ -89,6 +102,7 @@ class SandboxSpawner(Spawner):
         self._refresher: asyncio.Task[None] | None = None
         self._oom_baseline = 0
         self._exit_status: int | None = None  # why the server ended, kept for every later poll
+        self._token_written: str | None = None
 
     # -- state kept across hub restarts --------------------------------------------------
     def load_state(self, state: dict[str, Any]) -> None:
@@ -116,11 +130,24 @@ class SandboxSpawner(Spawner):
         return self.settings.home / "homes" / self.user.name
 
     @property
-    def socket_dir(self) -> Path:
+    def sandboxes_dir(self) -> Path:
         root = self.settings.run_dir / "sandbox"
         if str(root) != str(root).lower():  # proxy targets are lower-cased by URL parsing
             root = Path("/run/datalab-sandboxes")
-        return root / self.user.name
+        return root
+
+    @property
+    def sandbox_dir(self) -> Path:
+        """Root's directory of this user's sandbox: holds ``relay/`` and ``server/``."""
+        return self.sandboxes_dir / self.user.name
+
+    @property
+    def relay_dir(self) -> Path:
+        return self.sandbox_dir / "relay"
+
+    @property
+    def server_dir(self) -> Path:
+        return self.sandbox_dir / "server"
 
     @property
     def cgroup(self) -> Cgroup:
@@ -129,27 +156,25 @@ class SandboxSpawner(Spawner):
         return Cgroup(f"{lab_id}/{self.user.name}")
 
     def _prepare_dirs(self) -> None:
-        for path in (self.home_dir, self.socket_dir):
-            path.mkdir(parents=True, exist_ok=True)
-            os.chown(path, self.uid, self.uid)
-            path.chmod(0o700)
+        """Home kept, sandbox directories made afresh; every step by descriptor (rootfs)."""
+        uid = self.uid
+        homes = rootfs.root_dir(self.home_dir.parent)
+        rootfs.owned_dir(homes, self.user.name, uid=uid, gid=uid, mode=0o700)
+        rootfs.root_dir(self.sandboxes_dir)
+        rootfs.fresh_dir(self.sandboxes_dir, self.user.name, uid=0, gid=0, mode=0o755)
+        rootfs.fresh_dir(self.sandbox_dir, "relay", uid=0, gid=uid, mode=0o750)
+        rootfs.fresh_dir(self.sandbox_dir, "server", uid=uid, gid=uid, mode=0o700)
         welcome = self.settings.repo / "notebooks" / "welcome.ipynb"
-        target = self.home_dir / "welcome.ipynb"
-        if welcome.exists() and not target.exists():
-            shutil.copyfile(welcome, target)
-            os.chown(target, self.uid, self.uid)
+        if welcome.exists():
+            rootfs.copy_new(welcome, self.home_dir, "welcome.ipynb", uid=uid, gid=uid, mode=0o644)
 
     # -- the access token --------------------------------------------------------------------
     def _write_token(self, token: str) -> None:
-        path = self.socket_dir / "token"
-        tmp = path.with_name(".token.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, token.encode())
-        finally:
-            os.close(fd)
-        os.chown(tmp, self.uid, self.uid)
-        os.replace(tmp, path)
+        """Replace ``relay/token`` (root's directory; ``root:<uid>`` 0440) if it changed."""
+        if token == self._token_written:
+            return
+        rootfs.write_atomic(self.relay_dir, "token", token.encode(), uid=0, gid=self.uid, mode=0o440)
+        self._token_written = token
 
     async def _fresh_token(self) -> str | None:
         """The analyst's access token, refreshed through Keycloak when it is about to expire."""
@@ -213,6 +238,13 @@ class SandboxSpawner(Spawner):
                 "DATALAB_S3_ENDPOINT": f"127.0.0.1:{s3_port}",
                 "DATALAB_TOKEN_FILE": f"{RUN_DIR}/token",
                 "MPLCONFIGDIR": "/tmp/matplotlib",
+                # Jupyter's configuration and data come from read-only places only, so code in
+                # the sandbox cannot switch the server's guard off or add server extensions.
+                "JUPYTER_CONFIG_DIR": CONFIG_DIR,
+                "JUPYTER_DATA_DIR": DATA_DIR,
+                "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
+                "JUPYTERLAB_SETTINGS_DIR": f"/home/{self.user.name}/.jupyter/lab/user-settings",
+                "JUPYTERLAB_WORKSPACES_DIR": f"/home/{self.user.name}/.jupyter/lab/workspaces",
             }
         )
         activity = env.get("JUPYTERHUB_ACTIVITY_URL", "")
@@ -227,7 +259,7 @@ class SandboxSpawner(Spawner):
             relays += ["--tcp", f"{port}={RUN_DIR}/{name}.sock"]
         server = [
             "jupyterhub-singleuser",
-            f"--ServerApp.sock={RUN_DIR}/jupyter.sock",
+            f"--ServerApp.sock={SERVER_DIR}/{SERVER_SOCKET}",
             "--ServerApp.sock_mode=0600",
             f"--ServerApp.root_dir=/home/{self.user.name}",
             # 中文 by default, no news or update checks (lab/spawner/jupyterlab/overrides.json).
@@ -235,34 +267,71 @@ class SandboxSpawner(Spawner):
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
             *self.get_args(),
         ]
-        return [sys.executable, "-m", "lab.spawner.inside", *relays, "--", *server]
+        # -P: the home (the working directory) is not on sys.path; -s: no user site-packages.
+        # Both hold for the server only; kernels keep the usual behaviour.
+        return [sys.executable, "-P", "-s", "-m", "lab.spawner.inside", *relays, "--", *server]
 
     async def _start_relays(self) -> None:
         ports = self.settings.ports
         routes = []
         for name, port in (("hub", ports.hub_api), ("gateway", ports.gateway), ("s3", ports.minio)):
-            routes += ["--unix", f"{self.socket_dir / name}.sock={self.settings.host}:{port}"]
+            routes += ["--unix", f"{self.relay_dir / name}.sock={self.settings.host}:{port}"]
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "lab.spawner.relay",
             *routes,
             start_new_session=True,
-            env={**os.environ, "PYTHONPATH": str(self.settings.repo)},
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.settings.repo)},
             stdin=asyncio.subprocess.DEVNULL,
         )
         self.relay_pid = proc.pid
         for name in ("hub", "gateway", "s3"):
             for _ in range(100):
-                if (self.socket_dir / f"{name}.sock").exists():
+                if rootfs.is_socket(self.relay_dir, f"{name}.sock"):
                     break
                 await asyncio.sleep(0.02)
 
+    async def _run_bwrap(self, argv: list[str]) -> int:
+        """Start ``argv`` (bubblewrap) in the cgroups with its arguments on a descriptor.
+
+        ``bwrap --args FD`` reads them from a memfd, so the environment (the hub's API token
+        among it) never appears in the host's process list (/proc/<pid>/cmdline).
+        """
+        fd = os.memfd_create("bwrap-args", os.MFD_CLOEXEC)
+        try:
+            options, command = args_blob(argv)
+            blob = memoryview(options)
+            while blob:
+                blob = blob[os.write(fd, blob) :]
+            os.lseek(fd, 0, os.SEEK_SET)
+            proc = await asyncio.create_subprocess_exec(
+                *self.cgroup.join_command([argv[0], "--args", str(fd), *command]),
+                start_new_session=True,
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(fd,),
+            )
+        finally:
+            os.close(fd)
+        return proc.pid
+
+    async def _lock_server_dir(self) -> None:
+        """Once the server's socket exists, make its directory root's: no one replaces it.
+
+        Until then only the genuine server runs in the sandbox (no kernel starts before the
+        hub routes to it), so the socket locked is the one it made.
+        """
+        deadline = time.monotonic() + float(self.start_timeout)
+        while not rootfs.is_socket(self.server_dir, SERVER_SOCKET):
+            if not _alive(self.pid) or time.monotonic() > deadline:
+                return  # the hub's own start checks report the failure
+            await asyncio.sleep(0.02)
+        rootfs.lock_dir(self.sandbox_dir, "server", gid=self.uid)
+
     async def start(self) -> str:
         self._exit_status = None
+        self._token_written = None
         self._prepare_dirs()
-        for stale in self.socket_dir.glob("*.sock"):
-            stale.unlink()
         cgroup = self.cgroup
         cgroup.create(
             memory_bytes=int(self.mem_limit or 0), cpus=float(self.cpu_limit or 0), pids=self.pids_limit
@@ -275,7 +344,11 @@ class SandboxSpawner(Spawner):
         venv = Path(sys.prefix)
         runtime = [venv, Path(os.path.realpath(sys.executable)).parent.parent]
         paths = SandboxPaths(
-            home=self.home_dir, sockets=self.socket_dir, python_runtime=runtime, code=self.settings.repo
+            home=self.home_dir,
+            relays=self.relay_dir,
+            server=self.server_dir,
+            python_runtime=runtime,
+            code=self.settings.repo,
         )
         argv = bwrap_argv(
             username=self.user.name,
@@ -285,12 +358,10 @@ class SandboxSpawner(Spawner):
             command=self._command(),
             bwrap=self.bwrap_path,
         )
-        proc = await asyncio.create_subprocess_exec(
-            *cgroup.join_command(argv), start_new_session=True, stdin=asyncio.subprocess.DEVNULL
-        )
-        self.pid = proc.pid
+        self.pid = await self._run_bwrap(argv)
+        await self._lock_server_dir()
         self._refresher = asyncio.ensure_future(self._keep_token_fresh())
-        return f"http+unix://{quote(str(self.socket_dir / 'jupyter.sock'), safe='')}"
+        return f"http+unix://{quote(str(self.server_dir / SERVER_SOCKET), safe='')}"
 
     async def poll(self) -> int | None:
         if self.pid is None:
@@ -340,4 +411,5 @@ class SandboxSpawner(Spawner):
                 break
             await asyncio.sleep(0.05)
         self.cgroup.remove()
-        (self.socket_dir / "token").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(self.relay_dir / "token")  # root's own directory: nothing to follow
