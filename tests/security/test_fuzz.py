@@ -198,10 +198,11 @@ class Caller:
         self._token: tuple[float, str] = (0.0, "")
         self.console: httpx.Client | None = None
         self.csrf = ""
+        self.origin = settings.public_url  # the consoles' origin, as the browser sends it
         if role in USERS:
             self.console = stack.enter_context(closing(console_login(settings, USERS[role])))
             if role != "auditor":  # the auditor's page has no form
-                self.csrf = csrf(self.console.get(f"{settings.url('gateway')}{PREFIX}/console/{role}").text)
+                self.csrf = csrf(self.console.get(f"{settings.console_url}/{role}").text)
 
     def headers(self) -> dict[str, str]:
         if self.role not in USERS:
@@ -266,7 +267,18 @@ def test_fuzz_every_route_as_every_role_never_answers_5xx(lab_stack: Settings) -
             if method == "POST" and "/console/" in path:
                 form = draw(st.dictionaries(st.sampled_from(FIELDS), nasty_text, max_size=5))
             trick = draw(
-                st.sampled_from(["none", "none", "none", "forged", "flow-cookie", "bad-cookie", "no-csrf"])
+                st.sampled_from(
+                    [
+                        "none",
+                        "none",
+                        "none",
+                        "forged",
+                        "flow-cookie",
+                        "bad-cookie",
+                        "no-csrf",
+                        "foreign-origin",
+                    ]
+                )
             )
             return {
                 "method": method,
@@ -288,6 +300,9 @@ def test_fuzz_every_route_as_every_role_never_answers_5xx(lab_stack: Settings) -
                 cookies = {"datalab_console": flow_cookie}
             if req["trick"] == "bad-cookie":
                 cookies = {"datalab_console": "\u00e9t\u00e9.\u00e9", "datalab_oidc": "x.\u00ff"}
+            if req["method"] != "GET":  # a browser names the page a form was sent from
+                origin = "http://evil.localhost:1" if req["trick"] == "foreign-origin" else caller.origin
+                headers = {**headers, "Origin": origin}
             if cookies:
                 cookie = "; ".join(f"{k}={v}" for k, v in cookies.items()).encode()
                 headers = {**headers, "Cookie": cookie}  # type: ignore[dict-item]  # bytes: any octets
