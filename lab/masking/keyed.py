@@ -84,7 +84,9 @@ class OrgKey:
 
     def family_key(self, family: str) -> bytes:
         """The pseudonym key of one (family, organisation)."""
-        return _derive(self.secret, f"pseudonym/{self.scope}/{family}" if self.scope else f"pseudonym/{family}")
+        return _derive(
+            self.secret, f"pseudonym/{self.scope}/{family}" if self.scope else f"pseudonym/{family}"
+        )
 
     def scoped(self, scope: str) -> OrgKey:
         """The same organisation's key in another pseudonym scope."""

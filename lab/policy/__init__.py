@@ -218,7 +218,9 @@ def _link_problems(policies: Mapping[str, Policy]) -> list[PolicyProblem]:
             other = policies.get(name)
             if other is None:
                 reason = f"linked_datasets names {name!r}, which has no policy in this directory"
-            elif set(other.linked_datasets) | {other.dataset} != set(policy.linked_datasets) | {policy.dataset}:
+            elif set(other.linked_datasets) | {other.dataset} != set(policy.linked_datasets) | {
+                policy.dataset
+            }:
                 reason = (
                     f"linked_datasets: {name!r} must declare the same linked datasets "
                     f"({', '.join(sorted({*policy.linked_datasets, policy.dataset}))}) in {other.path}"

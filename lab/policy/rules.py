@@ -105,7 +105,7 @@ def build_policy(
     unit, max_rows = _privacy_unit(doc, value.get("privacy_unit"), columns, "dp" in modes)
     threshold = _risk_threshold(doc, value.get("risk_threshold"))
     household = _household(doc, value.get("household_link"), columns)
-    longitudinal = _longitudinal(doc, value.get("longitudinal"), columns, unit)
+    longitudinal = _longitudinal(doc, value.get("longitudinal"), columns, unit, kinds)
     linked = _linked(doc, value.get("linked_datasets", []), dataset)
     public = _column_list(
         doc, ("public_identifiers",), value.get("public_identifiers", []), columns, "public identifier"
@@ -382,25 +382,41 @@ def _household(doc: YamlDoc, value: Any, columns: Mapping[str, ColumnPolicy]) ->
 
 
 def _longitudinal(
-    doc: YamlDoc, value: Any, columns: Mapping[str, ColumnPolicy], unit: str | None
+    doc: YamlDoc,
+    value: Any,
+    columns: Mapping[str, ColumnPolicy],
+    unit: str | None,
+    kinds: dict[str, str | None] | None,
 ) -> Longitudinal | None:
     if value is None:
         return None
     at: Where = ("longitudinal",)
     allowed = {"time", "within", "generalise", "max_suppressed"}
     if not isinstance(value, dict) or set(value) - allowed or "time" not in value:
-        doc.problem(at, "longitudinal must be {time: <date column>, within: <column>, generalise: [...]} (纵向数据)")
+        doc.problem(
+            at, "longitudinal must be {time: <date column>, within: <column>, generalise: [...]} (纵向数据)"
+        )
         return None
     if unit is None:
         doc.problem(at, "longitudinal rows need 'privacy_unit:' (whose trajectory it is)")
         return None
     time = columns.get(value["time"])
-    if time is None or time.rule not in ("keep", "generalise") or time.params.get("to") not in (None, "month"):
-        doc.problem((*at, "time"), f"longitudinal time {value['time']!r} must be a released monthly date column")
+    kind = None if kinds is None or time is None else kinds.get(time.name)
+    if (
+        time is None
+        or kind not in (None, "date")
+        or time.rule not in ("keep", "generalise")
+        or time.params.get("to") not in (None, "month")
+    ):
+        doc.problem(
+            (*at, "time"), f"longitudinal time {value['time']!r} must be a released monthly date column"
+        )
         return None
     within = value.get("within")
     if within is not None and (within not in columns or not columns[within].released):
-        doc.problem((*at, "within"), f"longitudinal within {within!r} must be a released column of this dataset")
+        doc.problem(
+            (*at, "within"), f"longitudinal within {within!r} must be a released column of this dataset"
+        )
         return None
     levels = value.get("generalise", list(LONGITUDINAL_LEVELS))
     order = list(LONGITUDINAL_LEVELS)

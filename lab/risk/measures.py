@@ -84,7 +84,9 @@ def record_risk(
         return RecordRisk(0, 0, None, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
     if population is not None:
         classes = classes.join(population.select([*keys, "__F"]), on=keys, how="left", nulls_equal=True)
-        classes = classes.with_columns(pl.max_horizontal(pl.col("__F").fill_null(pl.col("__f")), pl.col("__f")))
+        classes = classes.with_columns(
+            pl.max_horizontal(pl.col("__F").fill_null(pl.col("__f")), pl.col("__f"))
+        )
     else:
         classes = classes.with_columns(pl.col("__f").alias("__F"))
     if unit is None:
@@ -100,8 +102,13 @@ def record_risk(
             lazy.select([*keys, unit])
             .join(classes.lazy(), on=keys, how="left", nulls_equal=True)
             .group_by(unit)
-            .agg((1.0 / pl.col("__f")).max().alias("p"), (1.0 / pl.col("__F")).max().alias("j"))
-            .select(pl.len().alias("n"), pl.col("p").sum(), pl.col("j").sum(), (pl.col("p") == 1.0).sum().alias("u"))
+            .agg((1.0 / pl.col("__f")).max().alias("__p"), (1.0 / pl.col("__F")).max().alias("__j"))
+            .select(
+                pl.len().alias("n"),
+                pl.col("__p").sum(),
+                pl.col("__j").sum(),
+                (pl.col("__p") == 1.0).sum().alias("u"),
+            )
             .collect(engine="streaming")
             .row(0)
         )

@@ -108,7 +108,9 @@ def measure(
     if households is not None:
         if households.released:
             report["household_link"] = "released"
-            report["household"] = household_risk(released, households.column, policy.quasi_identifiers, policy.k)
+            report["household"] = household_risk(
+                released, households.column, policy.quasi_identifiers, policy.k
+            )
             report["households_suppressed"] = households.households_suppressed
         else:
             report["household_link"] = f"withheld: {households.why}"
@@ -153,7 +155,9 @@ def joined_view(parts: Sequence[tuple[Frame, Policy]]) -> dict[str, Any]:
         own = [*policy.quasi_identifiers, *policy.public_identifiers]
         part = (
             _as_lazy(frame)
-            .select([pl.col(person).alias("__person"), *[pl.col(q).alias(f"{policy.dataset}.{q}") for q in own]])
+            .select(
+                [pl.col(person).alias("__person"), *[pl.col(q).alias(f"{policy.dataset}.{q}") for q in own]]
+            )
             .filter(pl.col("__person").is_not_null())
             .unique()
         )

@@ -60,8 +60,10 @@ def household_signature(raw: pl.DataFrame, extract: pl.DataFrame, policy: Policy
     ext_sig = _signature(linked, "household_id", qis)
     sig_count = ext_sig.group_by("sig").agg(pl.len().alias("n_sig"))
     # members of the true household sharing the target's tuple
-    members = linked.with_columns(_tuple(qis).alias("__t")).group_by("household_id", "__t").agg(
-        pl.len().alias("n_same")
+    members = (
+        linked.with_columns(_tuple(qis).alias("__t"))
+        .group_by("household_id", "__t")
+        .agg(pl.len().alias("n_same"))
     )
     truth = released_qis(raw, policy).with_columns(
         _pseudonyms(key, raw["household_id"]).alias("hh_p"), _pseudonyms(key, raw["resident_id"]).alias("p")
@@ -79,7 +81,9 @@ def household_signature(raw: pl.DataFrame, extract: pl.DataFrame, policy: Policy
     p = pl.when(hit).then(1.0 / pl.col("n_sig") / pl.col("n_same")).otherwise(0.0)
     unique = hit & (pl.col("n_sig") == 1) & (pl.col("n_same") == 1)
     out = targets.select(p.sum().alias("r"), unique.sum().alias("u"))
-    return Attack("household signature", out["r"][0] / extract.height, out["u"][0] / extract.height, extract.height)
+    return Attack(
+        "household signature", out["r"][0] / extract.height, out["u"][0] / extract.height, extract.height
+    )
 
 
 def person_join(
@@ -107,7 +111,9 @@ def legal_rep_link(people: pl.DataFrame, entities: pl.DataFrame) -> Attack:
         return Attack("legal representative link", 0.0, 0.0, 0)
     reps = entities.filter(pl.col("legal_rep_id").is_not_null()).select("legal_rep_id").unique()
     public = {"credit_code", "name"} & set(entities.columns)
-    found = reps.join(people.select(pl.col("resident_id").alias("legal_rep_id")), on="legal_rep_id", how="semi")
+    found = reps.join(
+        people.select(pl.col("resident_id").alias("legal_rep_id")), on="legal_rep_id", how="semi"
+    )
     rate = found.height / max(reps.height, 1) if public else 0.0
     return Attack("legal representative link", rate, rate, reps.height)
 
@@ -122,18 +128,16 @@ def position_alignment(a: pl.DataFrame, b: pl.DataFrame, raw_a: pl.Series, raw_b
 def true_persons(extract: pl.DataFrame, raw: pl.DataFrame, key: OrgKey) -> pl.Series:
     """The raw resident behind each extract row (ground truth from the organisation's key)."""
     lookup = raw.select(pl.col("resident_id").alias("truth"), _pseudonyms(key, raw["resident_id"]).alias("p"))
-    return extract.select(pl.col("resident_id").alias("p")).join(lookup, on="p", how="left", maintain_order="left")[
-        "truth"
-    ]
+    return extract.select(pl.col("resident_id").alias("p")).join(
+        lookup, on="p", how="left", maintain_order="left"
+    )["truth"]
 
 
 def signature_alignment(
     a: pl.DataFrame, b: pl.DataFrame, truth_a: pl.Series, truth_b: pl.Series, qis: list[str]
 ) -> Attack:
     """Two organisations match households by their members' QIs (no shared pseudonym)."""
-    if any(
-        "household_id" not in f.columns or f["household_id"].null_count() == f.height for f in (a, b)
-    ):
+    if any("household_id" not in f.columns or f["household_id"].null_count() == f.height for f in (a, b)):
         return Attack("two-org alignment by household signature", 0.0, 0.0, a.height)
     fa = a.with_columns(truth_a.alias("truth")).filter(pl.col("household_id").is_not_null())
     fb = b.with_columns(truth_b.alias("truth")).filter(pl.col("household_id").is_not_null())
@@ -146,7 +150,9 @@ def signature_alignment(
     pair = (
         sa.join(first_a, on="household_id")
         .join(first_b.rename({"household_id": "hb"}), on="who", how="left")
-        .join(sb.select(pl.col("household_id").alias("hb"), pl.col("sig").alias("sig_b")), on="hb", how="left")
+        .join(
+            sb.select(pl.col("household_id").alias("hb"), pl.col("sig").alias("sig_b")), on="hb", how="left"
+        )
         .join(nb, on="sig", how="left")
     )
     hit = (pl.col("sig") == pl.col("sig_b")).fill_null(False)
@@ -173,19 +179,19 @@ def trajectory(raw: pl.DataFrame, extract: pl.DataFrame, key: OrgKey) -> Attack:
     known = known.with_columns(_pseudonyms(key, known["resident_id"]).alias("p"))
     exploded = known.explode("months").sort("months")
     mapped = exploded.join_asof(
-        pl.DataFrame({"period": periods}).sort("period"), left_on="months", right_on="period", strategy="backward"
+        pl.DataFrame({"period": periods}).sort("period"),
+        left_on="months",
+        right_on="period",
+        strategy="backward",
     )
     known_path = mapped.group_by("p", "employer_credit_code").agg(
         pl.col("period").unique().sort().cast(pl.String).str.join(",").alias("path")
     )
     counts = released.group_by("employer_credit_code", "path").agg(pl.len().alias("n"))
-    targets = (
-        known_path.join(
-            released.select(pl.col("resident_id").alias("p"), "employer_credit_code", "released"),
-            on=["p", "employer_credit_code"],
-        )
-        .join(counts, on=["employer_credit_code", "path"], how="left")
-    )
+    targets = known_path.join(
+        released.select(pl.col("resident_id").alias("p"), "employer_credit_code", "released"),
+        on=["p", "employer_credit_code"],
+    ).join(counts, on=["employer_credit_code", "path"], how="left")
     hit = (pl.col("path") == pl.col("released")).fill_null(False)
     out = targets.select(
         pl.when(hit).then(1.0 / pl.col("n")).otherwise(0.0).sum().alias("r"),
