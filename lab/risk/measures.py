@@ -140,20 +140,25 @@ def l_diversity(sample: Frame, keys: Sequence[str], sensitive: Sequence[str]) ->
     return int(table.select(pl.min_horizontal([pl.col(s).min() for s in sensitive])).item())
 
 
-def member_tuple(keys: Sequence[str]) -> pl.Expr:
+def member_tuple(keys: Sequence[str], seed: int = _SEED) -> pl.Expr:
     """One 64-bit value per row for its released quasi-identifiers (nulls are a value)."""
-    return pl.struct([pl.col(k) for k in keys]).hash(_SEED).alias("__t")
+    return pl.struct([pl.col(k) for k in keys]).hash(seed).alias("__t")
 
 
 def household_signatures(sample: Frame, household: str, keys: Sequence[str]) -> pl.LazyFrame:
-    """Per household: its signature (hash of the sorted member tuples) and its size."""
+    """Per household: its signature and its size.
+
+    The signature is a multiset digest of the member tuples: the member count and the wrapping
+    sums of two independent 64-bit hashes of each member's tuple (order-free, so no sort or
+    list per household), hashed into one value.
+    """
     return (
         _lazy(sample)
         .filter(pl.col(household).is_not_null())
-        .select(pl.col(household), member_tuple(keys))
+        .select(pl.col(household), member_tuple(keys), member_tuple(keys, _SEED + 1).alias("__t2"))
         .group_by(household)
-        .agg(pl.col("__t").sort().alias("__sig"), pl.len().alias("__size"))
-        .with_columns(pl.col("__sig").hash(_SEED))
+        .agg(pl.col("__t").sum().alias("__s1"), pl.col("__t2").sum().alias("__s2"), pl.len().alias("__size"))
+        .select(pl.col(household), pl.struct("__s1", "__s2", "__size").hash(_SEED).alias("__sig"), "__size")
     )
 
 
@@ -175,27 +180,30 @@ def household_risk(sample: Frame, household: str, keys: Sequence[str], k: int) -
     """Risk of the households of ``sample`` (rows with a null ``household`` carry no link)."""
     keys = list(keys)
     lazy = _lazy(sample).filter(pl.col(household).is_not_null()).select([household, *keys])
-    rows = lazy.with_columns(member_tuple(keys)).collect(engine="streaming")
+    rows = lazy.select(pl.col(household), member_tuple(keys)).collect(engine="streaming")
     if rows.height == 0:
         return HouseholdRisk(0, 0, 0, 0, 0.0, 0.0, 0.0)
-    sigs = household_signatures(rows, household, keys).collect()
-    counts = sigs.group_by("__sig").agg(pl.len().alias("__g"))
-    sigs = sigs.join(counts, on="__sig")
-    individual = rows.group_by(keys).agg(pl.len().alias("__f"))
-    same = rows.group_by(household, "__t").agg(pl.len().alias("__m"))
-    members = (
-        rows.join(sigs.select(household, "__g"), on=household)
-        .join(same, on=[household, "__t"])
-        .join(individual, on=keys, nulls_equal=True)
+    sigs = household_signatures(lazy, household, keys).collect(engine="streaming")
+    sigs = sigs.with_columns(pl.len().over("__sig").alias("__g"))
+    individual = rows.group_by("__t").agg(pl.len().alias("__f"))
+    per_house = (
+        rows.join(individual, on="__t")
+        .group_by(household)
+        .agg(
+            pl.col("__t").n_unique().alias("__distinct"),
+            (1.0 - (1.0 - 1.0 / pl.col("__f")).product()).alias("__h"),
+        )
+        .join(sigs.select(household, "__g"), on=household)
     )
-    per_house = members.group_by(household).agg((1.0 - (1.0 - 1.0 / pl.col("__f")).product()).alias("__h"))
+    # a member's risk is 1 / (g * m): summed over the m members sharing a tuple, 1 / g per tuple
+    member_sum = float((per_house["__distinct"] / per_house["__g"]).sum())
     return HouseholdRisk(
         households=sigs.height,
         members=rows.height,
-        signatures=counts.height,
+        signatures=int(sigs["__sig"].n_unique()),
         below_k=int((sigs["__g"] < k).sum()),
         risk_max=float(1.0 / sigs["__g"].min()),  # type: ignore[operator]
-        risk_mean=float((1.0 / (members["__g"] * members["__m"])).mean()),  # type: ignore[arg-type]
+        risk_mean=member_sum / rows.height,
         sdc_household_mean=float(per_house["__h"].mean()),  # type: ignore[arg-type]
     )
 
