@@ -15,7 +15,7 @@ import io
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -39,7 +39,7 @@ B = OrgKey("org-b", b"b" * 32)
 STUDY = "household-study: how households use services"
 
 
-def _report(record_property: pytest.RecordProperty, attack: attacks.Attack) -> None:
+def _report(record_property: Callable[[str, object], None], attack: attacks.Attack) -> None:
     print(attack.line())
     record_property(attack.name, f"{attack.rate:.4f}")
 
@@ -60,7 +60,7 @@ def _build(raw: pl.DataFrame, policy: Policy, key: OrgKey, purpose: str | None =
 
 
 def test_household_signature_linkage(
-    raw: dict, policies: dict, record_property: pytest.RecordProperty
+    raw: dict, policies: dict, record_property: Callable[[str, object], None]
 ) -> None:
     policy = policies["population"]
     for purpose in (None, STUDY):
@@ -73,7 +73,7 @@ def test_household_signature_linkage(
 
 
 def test_in_org_join_across_two_extracts(
-    raw: dict, policies: dict, record_property: pytest.RecordProperty
+    raw: dict, policies: dict, record_property: Callable[[str, object], None]
 ) -> None:
     people = _build(raw["population"], policies["population"], A.scoped("grant/1"))
     insured = _build(raw["social_insurance"], policies["social_insurance"], A.scoped("grant/2"))
@@ -112,7 +112,7 @@ def test_linked_datasets_are_checked_on_the_joined_view(raw: dict, policies: dic
 
 
 def test_two_org_alignment_by_position_and_signature(
-    raw: dict, policies: dict, record_property: pytest.RecordProperty
+    raw: dict, policies: dict, record_property: Callable[[str, object], None]
 ) -> None:
     policy = policies["population"]
     a, b = A.scoped("grant/1"), B.scoped("grant/2")
@@ -129,7 +129,9 @@ def test_two_org_alignment_by_position_and_signature(
     assert attacks.true_persons(again, raw["population"], a).to_list() != truth_a.to_list()
 
 
-def test_trajectory_uniqueness(raw: dict, policies: dict, record_property: pytest.RecordProperty) -> None:
+def test_trajectory_uniqueness(
+    raw: dict, policies: dict, record_property: Callable[[str, object], None]
+) -> None:
     key = A.scoped("grant/2")
     insured = _build(raw["social_insurance"], policies["social_insurance"], key)
     attack = attacks.trajectory(raw["social_insurance"], insured, key)
@@ -159,7 +161,7 @@ def _download(settings: Settings, org: str, dataset: str, name: str = extracts.D
 
 @pytest.mark.integration
 def test_real_builds_of_two_organisations_do_not_align(
-    registered: Settings, raw: dict, record_property: pytest.RecordProperty
+    registered: Settings, raw: dict, record_property: Callable[[str, object], None]
 ) -> None:
     settings = registered
     frames, truths = {}, {}
