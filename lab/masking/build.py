@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from lab.errors import PolicyError
 from lab.masking.keyed import SCHEME, OrgKey, pseudonymise, watermark
+from lab.masking.shuffle import keyed_order, sink_shuffled
 from lab.masking.transform import (
     IDENTIFIER_PATTERN,
     band_label,
@@ -206,15 +207,18 @@ class _Plan:
             out = out.join(allowed, on=self.keys, how="semi", nulls_equal=True)
         return out
 
+    @property
+    def seed(self) -> int:
+        """The keyed seed of this build's row order."""
+        return self.key.shuffle_seed(self.build_id)
+
     def query(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
-        """The masking query over the source rows, in a keyed random order."""
+        """The masking query over the source rows (in source order; see ``shuffle``)."""
         out = self._released(lazy)
         if self.households is not None:
             out = suppress_households(out, self.households)
         if self.trajectories is not None:
             out = generalise_trajectories(out, self.trajectories, self.output)
-        seed = self.key.shuffle_seed(self.build_id)
-        out = out.with_row_index("__order").sort(pl.col("__order").hash(seed)).drop("__order")
         key = self.key
         udfs = [
             pl.col(name).map_batches(
@@ -301,7 +305,7 @@ def mask_frame(
     """
     build_id = build_id or uuid.uuid4().hex
     plan = _Plan(policy, key, frame.lazy(), build_id=build_id, purpose=purpose)
-    out = plan.query(frame.lazy()).collect(engine="streaming")
+    out = keyed_order(plan.query(frame.lazy()), plan.seed).collect(engine="streaming")
     return out, plan.report(out.height, build_id, None, plan.risk(out))
 
 
@@ -325,7 +329,8 @@ def mask_parquet(
     plan = _Plan(policy, key, pl.scan_parquet(source), build_id=build_id, purpose=purpose)
     temporary = target.with_name(f".{target.name}.partial")
     try:
-        plan.query(pl.scan_parquet(source)).sink_parquet(temporary, compression="zstd", engine="streaming")
+        rows_hint = int(plan.stats["__rows"].sum())
+        sink_shuffled(plan.query(pl.scan_parquet(source)), temporary, plan.seed, rows_hint)
         rows_out = pq.ParquetFile(temporary).metadata.num_rows
         risk = plan.risk(pl.scan_parquet(temporary))
         digest = _sha256(temporary)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from lab.policy import HouseholdLink, Longitudinal
-from lab.risk.measures import household_signatures, spell_paths
+from lab.risk.measures import household_key, household_signatures, spell_paths
 
 _EVERY = {"quarter": "3mo", "half": "6mo", "year": "1y"}
 
@@ -40,7 +40,7 @@ class HouseholdPlan:
     released: bool
     why: str  # "purpose allowed" / "purpose not allowed: ..." for the report
     households: int = 0
-    suppressed: pl.DataFrame = field(default_factory=pl.DataFrame, repr=False)  # raw household values
+    suppressed: pl.DataFrame = field(default_factory=pl.DataFrame, repr=False)  # household_key values
 
     @property
     def households_suppressed(self) -> int:
@@ -67,7 +67,7 @@ def suppress_households(lazy: pl.LazyFrame, plan: HouseholdPlan) -> pl.LazyFrame
     if plan.suppressed.height == 0:
         return lazy
     column = pl.col(plan.column)
-    hidden = column.is_in(plan.suppressed[plan.column].implode())
+    hidden = household_key(plan.column).is_in(plan.suppressed[plan.column].implode())
     return lazy.with_columns(pl.when(hidden).then(None).otherwise(column).alias(plan.column))
 
 
