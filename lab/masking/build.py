@@ -39,6 +39,7 @@ from lab.masking.transform import (
 )
 from lab.policy import Policy, require_release
 from lab.risk import RiskReport, measure, plan_households, plan_trajectories, refuse_if_exceeded
+from lab.risk.measures import member_tuple
 from lab.risk.protect import generalise_trajectories, suppress_households
 
 
@@ -130,7 +131,7 @@ class _Plan:
         self.households = (
             None
             if policy.household is None
-            else plan_households(released, policy.household, self.keys, policy.k, purpose)
+            else plan_households(released, policy.household, self.keys, policy.k, purpose, self._classes())
         )
         self.trajectories = (
             None
@@ -196,6 +197,10 @@ class _Plan:
                 "or pseudonymise it",
                 reason="leak",
             )
+
+    def _classes(self) -> pl.DataFrame:
+        """Released classes by member tuple (``lab.risk.measures.member_tuple``) and size."""
+        return self.allowed.select(member_tuple(self.keys), pl.col("__units").alias("__f"))
 
     def _released(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
         """Released values of the rows in classes of at least k (identifiers still raw)."""

@@ -13,9 +13,9 @@ population the attacker draws from (here the whole register, which the lab knows
 - **k-anonymity**: the smallest ``f``; **l-diversity**: fewest distinct sensitive values in a class;
 - **household risk**: a household's *signature* (the multiset of its members' released QIs) is
   a quasi-identifier of the household; its risk is ``1 / g`` with ``g`` the households sharing
-  the signature, and a member's ``1 / (g * m)`` (``m`` members of the household with the
-  member's values). sdcMicro's household risk ``1 - prod(1 - r_i)`` over members ``i`` is
-  reported too;
+  the signature (the mean is over members: the chance of finding a member's household, an
+  upper bound of singling the member out). sdcMicro's household risk ``1 - prod(1 - r_i)``
+  over members ``i`` is reported too;
 - **trajectory uniqueness**: a spell is the periods in which one unit appears within one value
   (e.g. months insured at one employer); its risk is ``1 / t`` with ``t`` the spells that share
   the value and the periods.
@@ -175,52 +175,70 @@ class HouseholdRisk:
     signatures: int
     below_k: int  # households whose signature fewer than k households share
     risk_max: float  # 1 / g of the rarest signature
-    risk_mean: float  # mean over members of 1 / (g * m)
+    risk_mean: float  # mean over members of 1 / g (finding the member's household)
     sdc_household_mean: float  # sdcMicro: mean over households of 1 - prod(1 - r_i)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def household_risk(sample: Frame, household: str, keys: Sequence[str], k: int) -> HouseholdRisk:
-    """Risk of the households of ``sample`` (rows with a null ``household`` carry no link).
+def household_table(
+    sample: Frame, household: str, keys: Sequence[str], classes: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """Per household of ``sample``, in one streaming pass (sums only): key, signature, size and
+    sdcMicro's household risk ``1 - prod(1 - 1/f_i)`` (as ``1 - exp(sum log(1 - 1/f_i))``).
 
-    Streaming: only per-household and per-tuple tables are materialised, never the rows.
+    ``classes`` maps each member tuple (``__t``) to its class size ``__f`` in the release; by
+    default it is counted from ``sample`` (one more pass).
     """
     keys = list(keys)
-    lazy = _lazy(sample).filter(pl.col(household).is_not_null()).select([household, *keys])
-    tuples = lazy.select(household_key(household), member_tuple(keys))
-    individual = tuples.group_by("__t").agg(pl.len().alias("__f")).collect(engine="streaming")
-    if individual.height == 0:
-        return HouseholdRisk(0, 0, 0, 0, 0.0, 0.0, 0.0)
-    sigs = household_signatures(lazy, household, keys).collect(engine="streaming")
-    sigs = sigs.with_columns(pl.len().over("__sig").alias("__g"))
-    per_house = (
-        tuples.join(individual.lazy(), on="__t")
+    lazy = _lazy(sample).filter(pl.col(household).is_not_null())
+    if classes is None:
+        classes = lazy.select(member_tuple(keys)).group_by("__t").agg(pl.len().alias("__f")).collect()
+    rows = lazy.select(
+        household_key(household), member_tuple(keys), member_tuple(keys, _SEED + 1).alias("__t2")
+    )
+    return (
+        rows.join(classes.lazy().select("__t", "__f"), on="__t", how="left")
         .group_by(household)
         .agg(
-            pl.col("__t").n_unique().alias("__distinct"),
-            (1.0 - (1.0 - 1.0 / pl.col("__f")).product()).alias("__h"),
+            pl.col("__t").sum().alias("__s1"),
+            pl.col("__t2").sum().alias("__s2"),
+            pl.len().alias("__size"),
+            (1.0 - 1.0 / pl.col("__f").fill_null(1)).log().sum().alias("__log"),
         )
-        .join(sigs.lazy().select(household, "__g"), on=household)
         .select(
-            (pl.col("__distinct") / pl.col("__g")).sum().alias("__member_sum"),
-            pl.col("__h").mean().alias("__sdc"),
+            household,
+            pl.struct("__s1", "__s2", "__size").hash(_SEED).alias("__sig"),
+            "__size",
+            (1.0 - pl.col("__log").exp()).alias("__h"),
         )
         .collect(engine="streaming")
-        .row(0)
+        .with_columns(pl.len().over("__sig").alias("__g"))
     )
-    members = int(individual["__f"].sum())
-    # a member's risk is 1 / (g * m): summed over the m members sharing a tuple, 1 / g per tuple
+
+
+def household_risk_of(table: pl.DataFrame, k: int) -> HouseholdRisk:
+    """The household risk of a ``household_table`` (signature counts ``__g`` within it)."""
+    if table.height == 0:
+        return HouseholdRisk(0, 0, 0, 0, 0.0, 0.0, 0.0)
+    table = table.with_columns(pl.len().over("__sig").alias("__g"))
+    members = int(table["__size"].sum())
+    member_sum = float((table["__size"] / table["__g"]).sum())
     return HouseholdRisk(
-        households=sigs.height,
+        households=table.height,
         members=members,
-        signatures=int(sigs["__sig"].n_unique()),
-        below_k=int((sigs["__g"] < k).sum()),
-        risk_max=float(1.0 / sigs["__g"].min()),  # type: ignore[operator]
-        risk_mean=float(per_house[0]) / members,
-        sdc_household_mean=float(per_house[1]),
+        signatures=int(table["__sig"].n_unique()),
+        below_k=int((table["__g"] < k).sum()),
+        risk_max=float(1.0 / table["__g"].min()),  # type: ignore[operator]
+        risk_mean=member_sum / members,
+        sdc_household_mean=float(table["__h"].mean()),  # type: ignore[arg-type]
     )
+
+
+def household_risk(sample: Frame, household: str, keys: Sequence[str], k: int) -> HouseholdRisk:
+    """Risk of the households of ``sample`` (rows with a null ``household`` carry no link)."""
+    return household_risk_of(household_table(sample, household, keys), k)
 
 
 def spell_paths(sample: Frame, unit: str, within: str | None, period: pl.Expr) -> pl.LazyFrame:

@@ -26,7 +26,7 @@ from lab.datasets import generate
 from lab.errors import PolicyError
 from lab.masking import OrgKey, mask_frame
 from lab.policy import Policy, load_policies
-from lab.risk import joined_view, refuse_if_exceeded
+from lab.risk import household_risk, joined_view, refuse_if_exceeded
 from lab.settings import Settings
 from tests.security import linkage_attacks as attacks
 
@@ -65,8 +65,12 @@ def test_household_signature_linkage(
     policy = policies["population"]
     for purpose in (None, STUDY):
         key = A.scoped("grant/1")
-        extract = _build(raw["population"], policy, key, purpose)
+        extract, report = mask_frame(raw["population"], policy, key, purpose=purpose)
         attack = attacks.household_signature(raw["population"], extract, policy, key)
+        assert report.risk is not None and report.risk.exceeded() == []
+        if purpose is not None:  # the report's household risk is the written extract's
+            measured = household_risk(extract, "household_id", policy.quasi_identifiers, policy.k)
+            assert report.risk.household == measured and measured.risk_max <= LIMIT
         _report(record_property, dataclasses.replace(attack, name=f"{attack.name} (purpose {purpose})"))
         assert attack.rate <= LIMIT and attack.unique <= LIMIT
         assert ("household_id" in extract.columns) == (purpose is not None)

@@ -63,7 +63,8 @@ def test_household_signature_is_the_multiset_of_members() -> None:
     risk = household_risk(sample, "h", ["sex", "age"], k=2)
     assert risk.households == 3 and risk.members == 5 and risk.signatures == 2
     assert risk.below_k == 1 and risk.risk_max == 1.0
-    assert risk.risk_mean == pytest.approx((4 * 0.5 + 1) / 5)
+    assert risk.risk_mean == pytest.approx((4 * 0.5 + 1) / 5)  # mean over members of 1/g
+    assert risk.sdc_household_mean == pytest.approx((2 / 3 + 2 / 3 + 1 / 3) / 3)  # 1 - prod(1 - 1/f)
     plan = plan_households(sample.lazy(), HouseholdLink("h", ("study",)), ["sex", "age"], 2, "study: x")
     lone = sample.filter(pl.col("h") == 3).select(household_key("h"))["h"].to_list()
     assert plan.released and plan.suppressed["h"].to_list() == lone
