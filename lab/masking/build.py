@@ -202,6 +202,14 @@ class _Plan:
         """Released classes by member tuple (``lab.risk.measures.member_tuple``) and size."""
         return self.allowed.select(member_tuple(self.keys), pl.col("__units").alias("__f"))
 
+    def _released_classes(self) -> pl.DataFrame | None:
+        """The written extract's classes, when they are exactly the allowed groups: one row per
+        privacy unit and no trajectory suppression or aggregation after the group check."""
+        by_rows = self.policy.privacy_unit is None or self.policy.max_rows == 1
+        if not self.keys or not by_rows or self.trajectories is not None:
+            return None
+        return self.allowed.rename({"__units": "__f"})
+
     def _released(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
         """Released values of the rows in classes of at least k (identifiers still raw)."""
         out = lazy.select([pl.col(n) if n in self.pseudonyms else self.values[n] for n in self.output])
@@ -250,6 +258,7 @@ class _Plan:
             population=population,
             households=self.households,
             trajectories=self.trajectories,
+            classes=self._released_classes(),
         )
         refuse_if_exceeded(report)
         return report

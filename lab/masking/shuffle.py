@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-BUCKET_ROWS = 500_000
+BUCKET_ROWS = 1_000_000
 
 
 def keyed_order(lazy: pl.LazyFrame, seed: int) -> pl.LazyFrame:

@@ -63,12 +63,15 @@ def record_risk(
     *,
     unit: str | None = None,
     population: pl.DataFrame | None = None,
+    classes: pl.DataFrame | None = None,
 ) -> RecordRisk:
     """Prosecutor, journalist and marketer risk of the released ``sample`` on ``keys``.
 
     ``population``: one row per class of the population with its size in column ``__F``
     (the register before suppression); without it the release is taken as the population.
     With ``unit``, a class counts distinct units and a unit's risk is that of its rarest class.
+    ``classes`` (keys and size ``__f``), when the caller already counted the release's classes
+    (one row per privacy unit), spares the pass over ``sample``.
     """
     keys = list(keys)
     lazy = _lazy(sample)
@@ -76,7 +79,9 @@ def record_risk(
         rows = lazy.select(pl.len()).collect().item()
         one = 1.0 / rows if rows else 0.0
         return RecordRisk(rows, 1 if rows else 0, rows or None, one, one, one, one, one, int(rows == 1))
-    if unit is None:
+    if classes is not None and unit is None:
+        classes = classes.select([*keys, "__f"])
+    elif unit is None:
         classes = lazy.group_by(keys).agg(pl.len().alias("__f")).collect(engine="streaming")
     else:
         classes = lazy.group_by(keys).agg(pl.col(unit).n_unique().alias("__f")).collect(engine="streaming")

@@ -26,7 +26,7 @@ from lab.datasets import generate
 from lab.errors import PolicyError
 from lab.masking import OrgKey, mask_frame
 from lab.policy import Policy, load_policies
-from lab.risk import household_risk, joined_view, refuse_if_exceeded
+from lab.risk import household_risk, joined_view, record_risk, refuse_if_exceeded
 from lab.settings import Settings
 from tests.security import linkage_attacks as attacks
 
@@ -68,6 +68,8 @@ def test_household_signature_linkage(
         extract, report = mask_frame(raw["population"], policy, key, purpose=purpose)
         attack = attacks.household_signature(raw["population"], extract, policy, key)
         assert report.risk is not None and report.risk.exceeded() == []
+        # the report's record risk is that of the written extract
+        assert record_risk(extract, policy.quasi_identifiers) == report.risk.records
         if purpose is not None:  # the report's household risk is the written extract's
             measured = household_risk(extract, "household_id", policy.quasi_identifiers, policy.k)
             assert report.risk.household == measured and measured.risk_max <= LIMIT
