@@ -4,7 +4,11 @@ For each size, three phases run in fresh processes (so each peak RSS is its own)
 
 - ``generate``: ``lab.datasets.write_parquet("population", ...)``;
 - ``plain_copy``: ``pl.read_parquet(raw).write_parquet(copy)``, the yardstick;
-- ``mask``: ``lab.masking.mask_parquet(raw, extract, policy, key)``.
+- ``mask``: ``lab.masking.mask_parquet(raw, extract, policy, key)`` with the risk model on, as
+  a grant without a household purpose gets it (the default: no household link; rows shuffled;
+  the risk report measured); ``mask_household_link``: the same for a household-study purpose
+  (household signatures planned and suppressed to k). ``risk_share`` is the share of the
+  masking time spent in the risk model (household plan + measuring the release).
 
 Prints one JSON line per size: rows/s and peak RSS of each phase and the ratio of masking time
 to the plain copy (target: within 3x, under 2 GB at 10M rows)::
@@ -56,15 +60,36 @@ def _plain_copy(raw: str, copy: str) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "rows": frame.height}
 
 
-def _mask(raw: str, extract: str, policies: str) -> dict[str, Any]:
-    from lab.masking import OrgKey, mask_parquet
+def _mask(raw: str, extract: str, policies: str, purpose: str | None) -> dict[str, Any]:
+    from lab.masking import OrgKey, build, mask_parquet
     from lab.policy import load_policies
 
+    spent = {"risk": 0.0}
+    originals = {name: getattr(build, name) for name in ("plan_households", "measure")}
+
+    def timed(function: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            begin = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent["risk"] += time.perf_counter() - begin
+
+        return run
+
+    for name, function in originals.items():
+        setattr(build, name, timed(function))
     policy = load_policies(policies)["population"]
     start = time.perf_counter()
-    report = mask_parquet(raw, extract, policy, OrgKey("bench-org", BENCH_SECRET))
+    key = OrgKey("bench-org", BENCH_SECRET, "grant/1")
+    report = mask_parquet(raw, extract, policy, key, purpose=purpose)
+    seconds = time.perf_counter() - start
+    assert report.risk is not None
     return {
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
+        "risk_share": round(spent["risk"] / seconds, 3),
+        "risk_prosecutor_max": report.risk.records.prosecutor_max,
+        "household_risk_max": None if report.risk.household is None else report.risk.household.risk_max,
         "rows": report.rows_in,
         "rows_out": report.rows_out,
         "k_achieved": report.k_achieved,
@@ -93,7 +118,9 @@ def bench(rows: int, seed: int, workdir: Path, policies: Path) -> dict[str, Any]
     )
     generate = _in_fresh_process(_generate, raw, rows, seed)
     plain = _in_fresh_process(_plain_copy, raw, copy)
-    mask = _in_fresh_process(_mask, raw, extract, str(policies))
+    mask = _in_fresh_process(_mask, raw, extract, str(policies), None)
+    Path(extract).unlink(missing_ok=True)
+    household = _in_fresh_process(_mask, raw, extract, str(policies), "household-study")
     for path in (raw, copy, extract):
         Path(path).unlink(missing_ok=True)
     return {
@@ -102,6 +129,8 @@ def bench(rows: int, seed: int, workdir: Path, policies: Path) -> dict[str, Any]
         "plain_copy": plain,
         "mask": mask,
         "mask_vs_plain_copy": round(mask["seconds"] / plain["seconds"], 2),
+        "mask_household_link": household,
+        "mask_household_link_vs_plain_copy": round(household["seconds"] / plain["seconds"], 2),
     }
 
 

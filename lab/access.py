@@ -87,7 +87,7 @@ def ensure_extract(settings: Settings, grant: Grant, *, actor: str) -> str | Non
     built = extracts.versions(settings, grant.organisation, grant.dataset)
     if any(m.get("kind", "masked") == "masked" for m in built):
         return None
-    return extracts.build(settings, grant.dataset, grant.organisation, actor=actor).prefix
+    return extracts.build(settings, grant.dataset, grant.organisation, actor=actor, grant=grant).prefix
 
 
 class Sweeper:

@@ -159,7 +159,9 @@ def cmd_extract_build(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"extracts/{built.prefix}/: rows in {m['rows_in']:,}, suppressed {m['rows_suppressed']:,}, "
         f"out {m['rows_out']:,}; k achieved {m['k_achieved']} (required {m['k_required']}), "
-        f"l achieved {m['l_achieved']} (required {m['l_required']})"
+        f"l achieved {m['l_achieved']} (required {m['l_required']}); risk max "
+        f"{m['risk']['prosecutor_max']:.3f} (threshold {m['risk']['threshold']:g}), household link "
+        f"{m['risk']['household_link']}; report: datalab extract risk {args.dataset} --org {args.org}"
     )
     return 0
 
@@ -178,6 +180,42 @@ def cmd_extract_list(args: argparse.Namespace, settings: Settings) -> int:
             )
         who = f"by {manifest['created_by']} at {manifest['created_at']}"
         print(f"{manifest['version']}  {kind:<12} {what}  {who}")
+    return 0
+
+
+def cmd_extract_risk(args: argparse.Namespace, settings: Settings) -> int:
+    from lab import extracts
+
+    report = extracts.risk_report(settings, args.org, args.dataset, args.version)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, sort_keys=True))
+        return 0
+    records = report["records"]
+    print(
+        f"{report['dataset']} for {report['organisation']} (scope {report['scope']}): threshold "
+        f"{report['threshold']:g}; k {records['k']}, prosecutor risk max {records['prosecutor_max']:.3f} "
+        f"mean {records['prosecutor_mean']:.4f}, journalist max {records['journalist_max']:.3f}, "
+        f"marketer {records['marketer']:.4f}; l {report['l_achieved']}"
+    )
+    print(
+        f"household link: {report['household_link']}; households suppressed {report['households_suppressed']}"
+    )
+    if report["household"]:
+        h = report["household"]
+        print(f"  households {h['households']}, risk max {h['risk_max']:.3f} mean {h['risk_mean']:.4f}")
+    if report["trajectory"]:
+        t = report["trajectory"]
+        print(
+            f"trajectories at {report['trajectory_level']}: {t['spells']} spells, "
+            f"risk max {t['risk_max']:.3f}, "
+            f"spells suppressed {report['spells_suppressed']}"
+        )
+    for view in report["joined"]:
+        print(
+            f"joined view {'+'.join(view['datasets'])}: {view['persons']} persons, "
+            f"risk max {view['prosecutor_max']:.3f}"
+        )
+    print(f"row order: {report['row_order']}")
     return 0
 
 
@@ -240,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--org", required=True)
     p.set_defaults(func=cmd_extract_list)
+    p = extract.add_parser("risk", help="the risk report of a masked extract (re-identification measures)")
+    p.add_argument("dataset")
+    p.add_argument("--org", required=True)
+    p.add_argument("--version", help="a published version (default: the latest)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_extract_risk)
     p = extract.add_parser("trace", help="name the organisation a leaked extract was built for")
     p.add_argument("file")
     p.set_defaults(func=cmd_extract_trace)

@@ -8,12 +8,21 @@ recorded in the ledger's audit log together with its fingerprint, which ``trace`
 name the recipient of a leaked file.
 
 Organisation keys are generated secrets in the state directory (one per organisation,
-``org-key-<org>``): the pseudonym, tag and mark keys are derived from them per dataset
-family, so one organisation's extracts join on pseudonyms and two organisations' never do.
+``org-key-<org>``): the tag and mark keys are derived from them, the pseudonym keys per
+**scope** and family. The scope is the grant (``grant/<id>``), so two extracts join on
+pseudonyms only when both datasets' policies name each other in ``linked_datasets``
+(scope ``link/<a>+<b>``); two organisations' extracts never join. Rows are shuffled per build.
+
+Every build carries a risk report (``lab.risk``, docs/risk.md), published beside the data
+as ``risk.json`` and summarised in the manifest; a linked build is also measured joined with
+the organisation's latest extract of each linked dataset. A build above the policy's risk
+threshold is refused (``PolicyError`` reason ``risk``) and publishes nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,15 +32,17 @@ from typing import Any
 import polars as pl
 
 from lab import demo, dpextract, registers, storage, vault
+from lab import risk as risk_model
 from lab.errors import ConfigError, NotFound
-from lab.ledger import Kind, Ledger
+from lab.ledger import Grant, Kind, Ledger
 from lab.masking import Fingerprint, MaskReport, OrgKey, mask_parquet, trace
 from lab.masking.trace import TraceResult
-from lab.policy import load_policies, require_release
+from lab.policy import Policy, load_policies, require_release
 from lab.rawtables import RawTables
 from lab.settings import Settings
 
 DATA = "data.parquet"
+RISK = "risk.json"
 
 
 @dataclass(frozen=True)
@@ -61,10 +72,33 @@ def _version() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def build(settings: Settings, dataset: str, org: str, *, actor: str) -> Built:
-    """Build, publish and record a masked extract of ``dataset`` for ``org``."""
+def scope(policy: Policy, grant: Grant | None, version: str) -> str:
+    """The pseudonym scope of a build: linked datasets share one, otherwise one per grant."""
+    if policy.linked_datasets:
+        return "link/" + "+".join(sorted({policy.dataset, *policy.linked_datasets}))
+    return f"grant/{grant.id}" if grant is not None else f"build/{version}"
+
+
+def _grant(settings: Settings, org: str, dataset: str, grant: Grant | None) -> Grant | None:
+    """The grant a build is for: the one given, else the newest active masked grant (or none)."""
+    if grant is not None:
+        return grant
+    with ledger(settings) as book:
+        held = [
+            g for g in book.list_grants(organisation=org, dataset=dataset, active=True) if "masked" in g.modes
+        ]
+    return max(held, key=lambda g: g.id) if held else None
+
+
+def build(settings: Settings, dataset: str, org: str, *, actor: str, grant: Grant | None = None) -> Built:
+    """Build, publish and record a masked extract of ``dataset`` for ``org`` (for ``grant``).
+
+    Without ``grant`` the newest active masked grant of ``org`` on ``dataset`` is used; with
+    none, the build has its own scope and no purpose (so no household link).
+    """
     organisation(org)
-    policy = load_policies(settings.policies_dir).get(dataset)
+    policies = load_policies(settings.policies_dir)
+    policy = policies.get(dataset)
     client = storage.root_client(settings)
     meta = registers.require_raw(client, dataset)  # unknown dataset or not generated yet
     if policy is None:
@@ -72,16 +106,34 @@ def build(settings: Settings, dataset: str, org: str, *, actor: str) -> Built:
     require_release(policy, "masked")
     version = _version()
     prefix = f"{org}/{dataset}/{version}"
+    grant = _grant(settings, org, dataset, grant)
+    key = org_key(settings, org).scoped(scope(policy, grant, version))
     with tempfile.TemporaryDirectory(dir=_work(settings)) as tmp:
         source = Path(tmp) / "raw.parquet"
         client.fget_object(storage.RAW_BUCKET, registers.raw_object(dataset), str(source))
-        report = mask_parquet(source, Path(tmp) / DATA, policy, org_key(settings, org), build_id=version)
+        report = mask_parquet(
+            source,
+            Path(tmp) / DATA,
+            policy,
+            key,
+            build_id=version,
+            purpose=None if grant is None else grant.purpose,
+        )
         source.unlink()
+        assert report.risk is not None
+        joined = _joined_views(settings, client, policies, policy, org, key.scope, Path(tmp))
+        risk = dataclasses.replace(report.risk, joined=joined)
+        risk_model.refuse_if_exceeded(risk)
+        (Path(tmp) / RISK).write_text(
+            json.dumps(risk.to_dict(), ensure_ascii=False, indent=2, sort_keys=True)
+        )
         manifest = {
             "kind": "masked",
             "dataset": dataset,
             "organisation": org,
             "version": version,
+            "grant": None if grant is None else grant.id,
+            "scope": key.scope,
             "source_sha256": meta["sha256"],
             "policy_sha256": policy.digest,
             "rows_in": report.rows_in,
@@ -91,11 +143,13 @@ def build(settings: Settings, dataset: str, org: str, *, actor: str) -> Built:
             "k_achieved": report.k_achieved,
             "l_required": report.l_required,
             "l_achieved": report.l_achieved,
+            "risk": _summary(risk),
             "data_sha256": report.output_sha256,
             "created_by": actor,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        storage.publish(client, storage.EXTRACTS_BUCKET, prefix, {DATA: Path(tmp) / DATA}, manifest)
+        files = {DATA: Path(tmp) / DATA, RISK: Path(tmp) / RISK}
+        storage.publish(client, storage.EXTRACTS_BUCKET, prefix, files, manifest)
     with ledger(settings) as book:
         book.append(
             Kind.EXTRACT_BUILD,
@@ -107,10 +161,76 @@ def build(settings: Settings, dataset: str, org: str, *, actor: str) -> Built:
                 "rows_in": report.rows_in,
                 "rows_out": report.rows_out,
                 "k_achieved": report.k_achieved,
+                "risk": _summary(risk),
                 "fingerprint": report.fingerprint.to_dict(),
             },
         )
-    return Built(prefix, manifest, report)
+    return Built(prefix, manifest, dataclasses.replace(report, risk=risk))
+
+
+def _summary(risk: risk_model.RiskReport) -> dict[str, Any]:
+    """The headline figures of a risk report (the whole report is ``risk.json``)."""
+    return {
+        "threshold": risk.threshold,
+        "prosecutor_max": risk.records.prosecutor_max,
+        "prosecutor_mean": round(risk.records.prosecutor_mean, 6),
+        "household_link": risk.household_link,
+        "household_risk_max": None if risk.household is None else risk.household.risk_max,
+        "households_suppressed": risk.households_suppressed,
+        "trajectory_level": risk.trajectory_level,
+        "trajectory_risk_max": None if risk.trajectory is None else risk.trajectory.risk_max,
+        "spells_suppressed": risk.spells_suppressed,
+        "joined_risk_max": max((v["prosecutor_max"] for v in risk.joined), default=None),
+        "row_order": risk.row_order,
+    }
+
+
+def _joined_views(
+    settings: Settings,
+    client: Any,
+    policies: dict[str, Policy],
+    policy: Policy,
+    org: str,
+    scope: str,
+    tmp: Path,
+) -> list[dict[str, Any]]:
+    """Risk of this build joined with the organisation's latest extract of each linked dataset
+    in the same scope (whichever of two linked extracts is built second measures the join)."""
+    views = []
+    for other in policy.linked_datasets:
+        latest = [m for m in versions(settings, org, other) if m.get("scope") == scope]
+        if not latest or other not in policies:
+            continue
+        path = tmp / f"linked-{other}.parquet"
+        client.fget_object(
+            storage.EXTRACTS_BUCKET, f"{org}/{other}/{latest[-1]['version']}/{DATA}", str(path)
+        )
+        views.append(
+            risk_model.joined_view(
+                [(pl.scan_parquet(tmp / DATA), policy), (pl.scan_parquet(path), policies[other])]
+            )
+        )
+    return views
+
+
+def risk_report(settings: Settings, org: str, dataset: str, version: str | None = None) -> dict[str, Any]:
+    """The risk report stored beside a masked extract (the latest version unless named)."""
+    organisation(org)
+    built = [m for m in versions(settings, org, dataset) if m.get("kind", "masked") == "masked"]
+    if version is not None:
+        built = [m for m in built if m["version"] == version]
+    if not built:
+        raise NotFound(
+            f"No masked extract of {dataset!r} for {org!r}{f' version {version}' if version else ''}; "
+            f"list them with 'datalab extract list {dataset} --org {org}'. / 没有找到该脱敏数据集。"
+        )
+    name = f"{org}/{dataset}/{built[-1]['version']}/{RISK}"
+    report = storage.read_json(storage.root_client(settings), storage.EXTRACTS_BUCKET, name)
+    if report is None:
+        raise NotFound(
+            f"Extract {name} was built before risk reports; rebuild it. / 该版本没有风险报告，请重新生成。"
+        )
+    return report
 
 
 def build_dp(

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from lab.errors import PolicyError
 from lab.masking.keyed import SCHEME, OrgKey, pseudonymise, watermark
+from lab.masking.shuffle import keyed_order, sink_shuffled
 from lab.masking.transform import (
     IDENTIFIER_PATTERN,
     band_label,
@@ -37,6 +38,9 @@ from lab.masking.transform import (
     value_expr,
 )
 from lab.policy import Policy, require_release
+from lab.risk import RiskReport, measure, plan_households, plan_trajectories, refuse_if_exceeded
+from lab.risk.measures import member_tuple
+from lab.risk.protect import generalise_trajectories, suppress_households
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Fingerprint:
     pseudonym_columns: dict[str, str] = field(default_factory=dict)  # column -> key family
     watermark_columns: dict[str, float] = field(default_factory=dict)  # column -> unit
     rows: int = 0
+    scope: str = ""  # the pseudonym scope of the build (no secret)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -83,6 +88,7 @@ class MaskReport:
     policy_digest: str
     fingerprint: Fingerprint
     output_sha256: str | None = None
+    risk: RiskReport | None = None
 
     @property
     def rows_suppressed(self) -> int:
@@ -92,15 +98,18 @@ class MaskReport:
         data = asdict(self)
         data["rows_suppressed"] = self.rows_suppressed
         data["fingerprint"] = self.fingerprint.to_dict()
+        data["risk"] = None if self.risk is None else self.risk.to_dict()
         return data
 
 
 class _Plan:
     """Everything decided before the masking pass: expressions, allowed groups, statistics."""
 
-    def __init__(self, policy: Policy, key: OrgKey, lazy: pl.LazyFrame) -> None:
+    def __init__(
+        self, policy: Policy, key: OrgKey, lazy: pl.LazyFrame, *, build_id: str, purpose: str | None = None
+    ) -> None:
         require_release(policy, "masked")
-        self.policy, self.key = policy, key
+        self.policy, self.key, self.build_id = policy, key, build_id
         columns = policy.columns.values()
         self.frequent = {c.name: frequent_values(lazy, c) for c in suppress_rare_columns(policy.columns)}
         self.pseudonyms = {c.name: str(c.params["family"]) for c in columns if c.rule == "pseudonym"}
@@ -118,6 +127,20 @@ class _Plan:
             ok &= pl.col(f"__l_{name}") >= policy.l
         self.allowed = self.stats.filter(ok)
         self._guard(lazy)
+        released = self._released(lazy)
+        self.households = (
+            None
+            if policy.household is None
+            else plan_households(released, policy.household, self.keys, policy.k, purpose, self._classes())
+        )
+        self.trajectories = (
+            None
+            if policy.longitudinal is None or policy.privacy_unit is None
+            else plan_trajectories(released, policy.longitudinal, policy.privacy_unit, policy.k)
+        )
+        if self.households is not None and not self.households.released:
+            self.output = [n for n in self.output if n != self.households.column]
+            self.pseudonyms.pop(self.households.column, None)
 
     def _group_stats(self, lazy: pl.LazyFrame) -> pl.DataFrame:
         """Per group of quasi-identifiers: rows, privacy units, distinct sensitive values.
@@ -175,14 +198,40 @@ class _Plan:
                 reason="leak",
             )
 
-    def query(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
-        """The masking query over the source rows."""
+    def _classes(self) -> pl.DataFrame:
+        """Released classes by member tuple (``lab.risk.measures.member_tuple``) and size."""
+        return self.allowed.select(member_tuple(self.keys), pl.col("__units").alias("__f"))
+
+    def _released_classes(self) -> pl.DataFrame | None:
+        """The written extract's classes, when they are exactly the allowed groups: one row per
+        privacy unit and no trajectory suppression or aggregation after the group check."""
+        by_rows = self.policy.privacy_unit is None or self.policy.max_rows == 1
+        if not self.keys or not by_rows or self.trajectories is not None:
+            return None
+        return self.allowed.rename({"__units": "__f"})
+
+    def _released(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
+        """Released values of the rows in classes of at least k (identifiers still raw)."""
         out = lazy.select([pl.col(n) if n in self.pseudonyms else self.values[n] for n in self.output])
         if self.allowed.height == 0:
-            out = out.limit(0)
-        elif self.allowed.height < self.stats.height:
+            return out.limit(0)
+        if self.allowed.height < self.stats.height:
             allowed = self.allowed.select(self.keys).lazy()
-            out = out.join(allowed, on=self.keys, how="semi", nulls_equal=True, maintain_order="left")
+            out = out.join(allowed, on=self.keys, how="semi", nulls_equal=True)
+        return out
+
+    @property
+    def seed(self) -> int:
+        """The keyed seed of this build's row order."""
+        return self.key.shuffle_seed(self.build_id)
+
+    def query(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
+        """The masking query over the source rows (in source order; see ``shuffle``)."""
+        out = self._released(lazy)
+        if self.households is not None:
+            out = suppress_households(out, self.households)
+        if self.trajectories is not None:
+            out = generalise_trajectories(out, self.trajectories, self.output)
         key = self.key
         udfs = [
             pl.col(name).map_batches(
@@ -196,7 +245,25 @@ class _Plan:
         ]
         return out.with_columns(udfs) if udfs else out
 
-    def report(self, rows_out: int, build_id: str, digest: str | None) -> MaskReport:
+    def risk(self, released: pl.LazyFrame | pl.DataFrame) -> RiskReport:
+        """The risk report of the written extract; ``PolicyError`` above the policy's threshold."""
+        population = None
+        if self.keys:
+            population = self.stats.select([*self.keys, pl.col("__units").alias("__F")])
+        report = measure(
+            released,
+            self.policy,
+            org=self.key.org,
+            scope=self.key.scope,
+            population=population,
+            households=self.households,
+            trajectories=self.trajectories,
+            classes=self._released_classes(),
+        )
+        refuse_if_exceeded(report)
+        return report
+
+    def report(self, rows_out: int, build_id: str, digest: str | None, risk: RiskReport) -> MaskReport:
         has_keys = bool(self.keys) and self.allowed.height > 0
         l_columns = [f"__l_{n}" for n in self.policy.sensitive]
         l_achieved = None
@@ -212,21 +279,24 @@ class _Plan:
             pseudonym_columns=dict(self.pseudonyms),
             watermark_columns=dict(self.marks),
             rows=rows_out,
+            scope=self.key.scope,
         )
+        k_achieved = risk.records.k if has_keys else None
         return MaskReport(
             dataset=self.policy.dataset,
             org=self.key.org,
             rows_in=int(self.stats["__rows"].sum()),
             rows_out=rows_out,
             k_required=self.policy.k,
-            k_achieved=int(self.allowed["__units"].min()) if has_keys else None,  # type: ignore[arg-type]
+            k_achieved=k_achieved,
             l_required=self.policy.l,
-            l_achieved=l_achieved,
+            l_achieved=risk.l_achieved if l_columns and risk.l_achieved is not None else l_achieved,
             groups=self.stats.height,
             groups_suppressed=self.stats.height - self.allowed.height,
             policy_digest=self.policy.digest,
             fingerprint=fingerprint,
             output_sha256=digest,
+            risk=risk,
         )
 
 
@@ -235,12 +305,22 @@ def _mark(key: OrgKey, unit: float, values: pl.Series) -> pl.Series:
 
 
 def mask_frame(
-    frame: pl.DataFrame, policy: Policy, key: OrgKey, *, build_id: str | None = None
+    frame: pl.DataFrame,
+    policy: Policy,
+    key: OrgKey,
+    *,
+    build_id: str | None = None,
+    purpose: str | None = None,
 ) -> tuple[pl.DataFrame, MaskReport]:
-    """Mask an in-memory table for the organisation of ``key``: the extract and its report."""
-    plan = _Plan(policy, key, frame.lazy())
-    out = plan.query(frame.lazy()).collect(engine="streaming")
-    return out, plan.report(out.height, build_id or uuid.uuid4().hex, None)
+    """Mask an in-memory table for the organisation of ``key``: the extract and its report.
+
+    ``purpose`` is the grant's purpose (the household link needs one the policy allows).
+    ``PolicyError`` (reason ``risk``) when the release would exceed the policy's risk threshold.
+    """
+    build_id = build_id or uuid.uuid4().hex
+    plan = _Plan(policy, key, frame.lazy(), build_id=build_id, purpose=purpose)
+    out = keyed_order(plan.query(frame.lazy()), plan.seed).collect(engine="streaming")
+    return out, plan.report(out.height, build_id, None, plan.risk(out))
 
 
 def mask_parquet(
@@ -250,23 +330,28 @@ def mask_parquet(
     key: OrgKey,
     *,
     build_id: str | None = None,
+    purpose: str | None = None,
 ) -> MaskReport:
     """Mask the Parquet table ``source`` into ``dest`` for the organisation of ``key``.
 
-    ``dest`` appears only when complete; on any error nothing is left behind. The report's
-    ``fingerprint`` is what the ledger should keep for ``trace``.
+    ``dest`` appears only when complete and within the policy's risk threshold; on any error
+    (``PolicyError`` reason ``risk`` above it) nothing is left behind. The report's
+    ``fingerprint`` is what the ledger should keep for ``trace``, its ``risk`` the measures.
     """
     source, target = Path(source), Path(dest)
-    plan = _Plan(policy, key, pl.scan_parquet(source))
+    build_id = build_id or uuid.uuid4().hex
+    plan = _Plan(policy, key, pl.scan_parquet(source), build_id=build_id, purpose=purpose)
     temporary = target.with_name(f".{target.name}.partial")
     try:
-        plan.query(pl.scan_parquet(source)).sink_parquet(temporary, compression="zstd", engine="streaming")
+        rows_hint = int(plan.stats["__rows"].sum())
+        sink_shuffled(plan.query(pl.scan_parquet(source)), temporary, plan.seed, rows_hint)
         rows_out = pq.ParquetFile(temporary).metadata.num_rows
+        risk = plan.risk(pl.scan_parquet(temporary))
         digest = _sha256(temporary)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
-    return plan.report(rows_out, build_id or uuid.uuid4().hex, digest)
+    return plan.report(rows_out, build_id, digest, risk)
 
 
 def _sha256(path: Path) -> str:

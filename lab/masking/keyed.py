@@ -3,10 +3,15 @@
 Key hierarchy, from one secret per organisation (``OrgKey.secret``, kept by the bureau)::
 
     S_org                                   32 random bytes per organisation
-    K_family = HMAC-SHA256(S_org, "datalab/v1/pseudonym/<family>")   one per (family, org)
+    K_family = HMAC-SHA256(S_org, "datalab/v1/pseudonym/<scope>/<family>")   one per (scope, family, org)
+    K_shuffle = HMAC-SHA256(S_org, "datalab/v1/shuffle/<build>")[:8]   the row order of one build
     K_tag    = HMAC-SHA256(S_org, "datalab/v1/tag")
     K_mark   = HMAC-SHA256(S_org, "datalab/v1/mark")
     key_id   = HMAC-SHA256(S_org, "datalab/v1/key-id")[:8]           public, for the ledger
+
+The **scope** is the pseudonym family an extract belongs to: by default one grant
+(``grant/<id>``), so two extracts join on pseudonyms only when a policy links their datasets
+(``link/<datasets>``); the empty scope is the family of keys before scoping (tests, bench).
 
 **Pseudonym** of a value ``v`` (UTF-8 bytes) under ``K_family``: AES-256 EMAC (CBC-MAC over
 ``len(v) as 8 bytes || v || zero padding``, then one more AES under a second key; both keys
@@ -66,6 +71,7 @@ class OrgKey:
 
     org: str
     secret: bytes = field(repr=False)
+    scope: str = ""  # the pseudonym family: "grant/<id>", "link/<a>+<b>", or "" (unscoped)
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, bytes) or len(self.secret) < 16:
@@ -78,7 +84,17 @@ class OrgKey:
 
     def family_key(self, family: str) -> bytes:
         """The pseudonym key of one (family, organisation)."""
-        return _derive(self.secret, f"pseudonym/{family}")
+        return _derive(
+            self.secret, f"pseudonym/{self.scope}/{family}" if self.scope else f"pseudonym/{family}"
+        )
+
+    def scoped(self, scope: str) -> OrgKey:
+        """The same organisation's key in another pseudonym scope."""
+        return OrgKey(self.org, self.secret, scope)
+
+    def shuffle_seed(self, build_id: str) -> int:
+        """A 64-bit seed for the row order of one build (secret; differs per build and org)."""
+        return int.from_bytes(_derive(self.secret, f"shuffle/{build_id}")[:8], "little")
 
     @cached_property
     def tag_key(self) -> bytes:

@@ -12,6 +12,14 @@ One YAML file per dataset in ``policies/`` plus ``policies/negative-list.yaml`` 
       resident_id: {level: important, pi: sensitive, identifier: direct, rule: pseudonym, family: person}
       birth_date:  {level: general, pi: pi, rule: generalise, to: band, years: 5}
 
+Disclosure risk over the release universe (``lab.risk``, docs/risk.md)::
+
+    risk_threshold: 0.2                  # highest re-identification risk released (default 1/k)
+    household_link: {column: household_id, purposes: [household-study]}
+    longitudinal: {time: month, within: employer_credit_code, generalise: [month, quarter, year]}
+    linked_datasets: [social_insurance]  # extracts that share pseudonyms (both sides; default none)
+    public_identifiers: [credit_code, name]   # a public register names the entity by these
+
 Per column: ``level`` core / important / general (数据分级), ``pi`` sensitive / pi / none
 (个人信息类别), optional ``identifier: direct`` (直接标识符), and the masking ``rule``:
 
@@ -53,6 +61,8 @@ from lab.policy.model import (
     PI_CLASSES,
     RULES,
     ColumnPolicy,
+    HouseholdLink,
+    Longitudinal,
     NegativeList,
     Policy,
     PolicyProblem,
@@ -67,6 +77,8 @@ __all__ = [
     "PI_CLASSES",
     "RULES",
     "ColumnPolicy",
+    "HouseholdLink",
+    "Longitudinal",
     "NegativeList",
     "Policy",
     "PolicyProblem",
@@ -195,7 +207,36 @@ def _parse_directory(directory: Path) -> tuple[dict[str, Policy], list[PolicyPro
             )
         elif policy is not None:
             policies[policy.dataset] = policy
-    return policies, problems + _negative_entry_problems(negative, policies)
+    return policies, problems + _negative_entry_problems(negative, policies) + _link_problems(policies)
+
+
+def _link_problems(policies: Mapping[str, Policy]) -> list[PolicyProblem]:
+    """A link must be declared on both sides, so both extracts share one pseudonym family."""
+    problems = []
+    for policy in policies.values():
+        for name in policy.linked_datasets:
+            other = policies.get(name)
+            if other is None:
+                reason = f"linked_datasets names {name!r}, which has no policy in this directory"
+            elif set(other.linked_datasets) | {other.dataset} != set(policy.linked_datasets) | {
+                policy.dataset
+            }:
+                reason = (
+                    f"linked_datasets: {name!r} must declare the same linked datasets "
+                    f"({', '.join(sorted({*policy.linked_datasets, policy.dataset}))}) in {other.path}"
+                )
+            else:
+                continue
+            problems.append(PolicyProblem(policy.path, _line_of(policy.path, "linked_datasets"), reason))
+    return problems
+
+
+def _line_of(path: str, key: str) -> int:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    return next((i for i, line in enumerate(lines, 1) if line.startswith(f"{key}:")), 0)
 
 
 def _negative_entry_problems(negative: NegativeList, policies: Mapping[str, Policy]) -> list[PolicyProblem]:

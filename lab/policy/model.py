@@ -43,6 +43,37 @@ class ColumnPolicy:
         return self.rule not in HIDDEN_RULES
 
 
+LONGITUDINAL_LEVELS = ("month", "quarter", "half", "year")  # finest to coarsest
+
+
+@dataclass(frozen=True)
+class HouseholdLink:
+    """The household pseudonym column, released only for the purposes named here."""
+
+    column: str
+    purposes: tuple[str, ...] = ()
+
+    def allowed(self, purpose: str | None) -> bool:
+        """True if a grant's ``purpose`` is one of ``purposes`` (whole text, or text before ':')."""
+        if not purpose:
+            return False
+        text = purpose.strip().casefold()
+        head = text.split(":", 1)[0].strip()
+        return any(p.casefold() in (text, head) for p in self.purposes)
+
+
+@dataclass(frozen=True)
+class Longitudinal:
+    """Rows of one privacy unit over time: ``time`` is generalised along ``levels`` until
+    every trajectory (the periods of one unit ``within`` one value, e.g. an employer) is
+    shared by k units; trajectories still below k are suppressed."""
+
+    time: str
+    within: str | None = None
+    levels: tuple[str, ...] = LONGITUDINAL_LEVELS
+    max_suppressed: float = 0.05  # share of spells a level may suppress before the next is tried
+
+
 @dataclass(frozen=True)
 class Policy:
     """A validated dataset policy."""
@@ -60,6 +91,16 @@ class Policy:
     max_rows: int = 1  # rows one privacy unit may contribute
     negative_listed: frozenset[str] = frozenset()
     budget: Any = None  # lab.policy.budget.BudgetPolicy, or None: no caps across grants
+    risk_threshold: float | None = None  # highest re-identification risk a build may release
+    household: HouseholdLink | None = None
+    longitudinal: Longitudinal | None = None
+    linked_datasets: tuple[str, ...] = ()  # datasets whose extracts share pseudonyms with this one
+    public_identifiers: tuple[str, ...] = ()  # columns a public register names an entity by
+
+    @property
+    def threshold(self) -> float:
+        """The policy's risk threshold: ``risk_threshold`` if set, else 1/k."""
+        return self.risk_threshold if self.risk_threshold is not None else 1.0 / max(self.k, 1)
 
     def masked_columns(self) -> list[str]:
         """The columns a masked extract contains, in policy order."""

@@ -11,10 +11,13 @@ from lab.policy.budget import parse_budget
 from lab.policy.model import (
     HIDDEN_RULES,
     LEVELS,
+    LONGITUDINAL_LEVELS,
     MODES,
     PI_CLASSES,
     RULES,
     ColumnPolicy,
+    HouseholdLink,
+    Longitudinal,
     NegativeList,
     Policy,
 )
@@ -31,6 +34,11 @@ DATASET_KEYS = (
     "k",
     "l_diversity",
     "privacy_unit",
+    "risk_threshold",
+    "household_link",
+    "longitudinal",
+    "linked_datasets",
+    "public_identifiers",
     "columns",
     "budget",
 )
@@ -97,6 +105,13 @@ def build_policy(
     k = _k(doc, value, qis)
     l_value, sensitive = _l_diversity(doc, value.get("l_diversity"), columns, qis)
     unit, max_rows = _privacy_unit(doc, value.get("privacy_unit"), columns, "dp" in modes)
+    threshold = _risk_threshold(doc, value.get("risk_threshold"))
+    household = _household(doc, value.get("household_link"), columns)
+    longitudinal = _longitudinal(doc, value.get("longitudinal"), columns, unit, kinds)
+    linked = _linked(doc, value.get("linked_datasets", []), dataset)
+    public = _column_list(
+        doc, ("public_identifiers",), value.get("public_identifiers", []), columns, "public identifier"
+    )
     policy = Policy(
         dataset=dataset,
         path=doc.path,
@@ -111,6 +126,11 @@ def build_policy(
         max_rows=max_rows,
         negative_listed=frozenset(c for c in columns if negative.covers(dataset, c)),
         budget=parse_budget(doc, value.get("budget")),
+        risk_threshold=threshold,
+        household=household,
+        longitudinal=longitudinal,
+        linked_datasets=linked,
+        public_identifiers=public,
     )
     if "masked" in modes:
         for line, reason in release_problems(policy):
@@ -328,6 +348,107 @@ def _privacy_unit(
         )
         return None, 1
     return str(value["column"]), int(value["max_rows"])
+
+
+def _risk_threshold(doc: YamlDoc, value: Any) -> float | None:
+    if value is None:
+        return None
+    if not _number(value) or not 0 < value <= 1:
+        doc.problem(
+            ("risk_threshold",),
+            f"risk_threshold must be a number in (0, 1], the highest re-identification risk released "
+            f"(重识别风险阈值), got {value!r}",
+        )
+        return None
+    return float(value)
+
+
+def _household(doc: YamlDoc, value: Any, columns: Mapping[str, ColumnPolicy]) -> HouseholdLink | None:
+    if value is None:
+        return None
+    at: Where = ("household_link",)
+    if not isinstance(value, dict) or set(value) - {"column", "purposes"} or "column" not in value:
+        doc.problem(at, "household_link must be {column: <household pseudonym>, purposes: [...]} (户关联)")
+        return None
+    column = columns.get(value["column"])
+    if column is None or column.rule != "pseudonym":
+        doc.problem(
+            (*at, "column"),
+            f"household_link column {value['column']!r} must be a pseudonymised column of this dataset",
+        )
+        return None
+    purposes = value.get("purposes", [])
+    if not isinstance(purposes, list) or not all(isinstance(p, str) and p.strip() for p in purposes):
+        doc.problem((*at, "purposes"), "household_link purposes must be a list of purpose names (用途)")
+        return None
+    return HouseholdLink(column.name, tuple(p.strip() for p in purposes))
+
+
+def _longitudinal(
+    doc: YamlDoc,
+    value: Any,
+    columns: Mapping[str, ColumnPolicy],
+    unit: str | None,
+    kinds: dict[str, str | None] | None,
+) -> Longitudinal | None:
+    if value is None:
+        return None
+    at: Where = ("longitudinal",)
+    allowed = {"time", "within", "generalise", "max_suppressed"}
+    if not isinstance(value, dict) or set(value) - allowed or "time" not in value:
+        doc.problem(
+            at, "longitudinal must be {time: <date column>, within: <column>, generalise: [...]} (纵向数据)"
+        )
+        return None
+    if unit is None:
+        doc.problem(at, "longitudinal rows need 'privacy_unit:' (whose trajectory it is)")
+        return None
+    time = columns.get(value["time"])
+    kind = None if kinds is None or time is None else kinds.get(time.name)
+    if (
+        time is None
+        or kind not in (None, "date")
+        or time.rule not in ("keep", "generalise")
+        or time.params.get("to") not in (None, "month")
+    ):
+        doc.problem(
+            (*at, "time"), f"longitudinal time {value['time']!r} must be a released monthly date column"
+        )
+        return None
+    within = value.get("within")
+    if within is not None and (within not in columns or not columns[within].released):
+        doc.problem(
+            (*at, "within"), f"longitudinal within {within!r} must be a released column of this dataset"
+        )
+        return None
+    levels = value.get("generalise", list(LONGITUDINAL_LEVELS))
+    order = list(LONGITUDINAL_LEVELS)
+    if (
+        not isinstance(levels, list)
+        or not levels
+        or any(level not in order for level in levels)
+        or [order.index(level) for level in levels] != sorted({order.index(level) for level in levels})
+    ):
+        doc.problem(
+            (*at, "generalise"),
+            f"longitudinal generalise must list levels from finest to coarsest, of: {', '.join(order)}",
+        )
+        return None
+    share = value.get("max_suppressed", 0.05)
+    if not _number(share) or not 0 <= share < 1:
+        doc.problem((*at, "max_suppressed"), "longitudinal max_suppressed must be a share in [0, 1)")
+        return None
+    return Longitudinal(time.name, within, tuple(levels), float(share))
+
+
+def _linked(doc: YamlDoc, value: Any, dataset: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        doc.problem(("linked_datasets",), "linked_datasets must be a list of dataset names (关联数据集)")
+        return ()
+    for i, name in enumerate(value):
+        if name == dataset:
+            doc.problem(("linked_datasets", i), f"dataset {dataset!r} cannot be linked with itself")
+    return tuple(dict.fromkeys(v for v in value if v != dataset))
 
 
 def release_problems(policy: Policy) -> list[tuple[int, str]]:
