@@ -113,14 +113,7 @@ def set_extracts_access(settings: Settings, org: str, datasets: Iterable[str]) -
     admin = _admin(settings)
     name = demo.minio_policy(org)
     desired = extracts_read_policy(org, datasets)
-    try:
-        current = json.loads(admin.policy_info(name) or "{}")
-    except MinioAdminException:
-        current = None
-    if current == desired:
-        return False
-    admin.policy_add(name, policy=desired)
-    return True
+    return _put_policy(admin, name, desired)
 
 
 def members_policy(org: str) -> str:
@@ -149,14 +142,7 @@ def set_members(settings: Settings, org: str, subjects: Iterable[str]) -> bool:
     admin = _admin(settings)
     name = members_policy(org)
     desired = members_deny_policy(subjects)
-    try:
-        current = json.loads(admin.policy_info(name) or "{}")
-    except MinioAdminException:
-        current = None
-    if current == desired:
-        return False
-    admin.policy_add(name, policy=desired)
-    return True
+    return _put_policy(admin, name, desired)
 
 
 def bootstrap(settings: Settings) -> list[str]:
@@ -262,3 +248,15 @@ def analyst_client(settings: Settings, access_token: str) -> Minio:
         secure=False,
         region=REGION,
     )
+
+
+def _put_policy(admin: MinioAdmin, name: str, desired: dict[str, Any]) -> bool:
+    """Write MinIO policy ``name`` unless it already says ``desired``; True if it changed."""
+    try:
+        current = json.loads(admin.policy_info(name) or "{}")
+    except MinioAdminException:
+        current = None
+    if current == desired:
+        return False
+    admin.policy_add(name, policy=desired)
+    return True
