@@ -15,6 +15,7 @@ import httpx
 from lab import iam, vault
 from lab.extracts import ledger as open_ledger
 from lab.settings import Settings
+from tests.integration.console_client import browser_like_client
 
 _ACTION = re.compile(r'<form[^>]*id="kc-form-login"[^>]*action="([^"]+)"')
 
@@ -33,7 +34,7 @@ class HubSession:
     def __init__(self, settings: Settings, username: str) -> None:
         self.settings = settings
         self.username = username
-        self.client = httpx.Client(follow_redirects=True, timeout=120)
+        self.client = browser_like_client(follow_redirects=True, timeout=120)
         page = self.client.get(f"{settings.hub_url}/hub/login", params={"next": "/hub/home"})
         match = _ACTION.search(page.text)
         assert match, f"no Keycloak login form (HTTP {page.status_code})"

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from lab import iam, vault
+from lab.hub import user_url
 from lab.settings import Settings
 from tests.integration import keycloak_test_client as kct
 from tests.security.identity_support import HubSession, Snapshot, api, bearer, hub_session
@@ -154,18 +155,22 @@ def test_operator_cannot_open_an_analysts_server(
 
 
 def _operator_tries_the_server(lab: Settings, operator: HubSession, analyst: HubSession) -> None:
-    landing = analyst.client.get(f"{lab.hub_url}/user/{ANALYST}/lab")  # the server's OAuth with the hub
+    server = user_url(lab, ANALYST).rstrip("/")  # the analyst's own host, where the server is
+    landing = analyst.client.get(f"{server}/lab")  # the server's OAuth with the hub
     assert landing.status_code == 200, landing.status_code
-    kernels = analyst.client.get(f"{lab.hub_url}/user/{ANALYST}/api/kernels")
+    kernels = analyst.client.get(f"{server}/api/kernels")
     assert kernels.status_code == 200, kernels.status_code
     before = sorted(k["id"] for k in kernels.json())
     for path in ("/lab", "/api/kernels", "/api/contents"):
-        seen = operator.client.get(f"{lab.hub_url}/user/{ANALYST}{path}")
-        print(f"operator opening /user/{ANALYST}{path}: HTTP {seen.status_code}")
+        seen = operator.client.get(f"{server}{path}")
+        print(f"operator opening {server}{path}: HTTP {seen.status_code}")
         assert seen.status_code == 403, (path, seen.status_code)
-    opened = operator.client.post(f"{lab.hub_url}/user/{ANALYST}/api/kernels", json={})
+        # The hub's origin does not serve the server either (the hub hides it: 404).
+        via_hub = operator.client.get(f"{lab.hub_url}/user/{ANALYST}{path}")
+        assert via_hub.status_code in (403, 404), (path, via_hub.status_code)
+    opened = operator.client.post(f"{server}/api/kernels", json={})
     assert opened.status_code in (403, 405), opened.status_code
-    after = analyst.client.get(f"{lab.hub_url}/user/{ANALYST}/api/kernels")
+    after = analyst.client.get(f"{server}/api/kernels")
     assert sorted(k["id"] for k in after.json()) == before
     # Operators may stop a server (that is their job), not use it.
     assert not {"access:servers"} & set(operator.hub_api("GET", "/user").json()["scopes"])

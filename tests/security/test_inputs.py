@@ -121,7 +121,7 @@ def tokens(lab: Settings) -> Tokens:
 
 
 def _gw(settings: Settings) -> str:
-    return f"{settings.url('gateway')}/services/gateway"
+    return settings.gateway_public_url  # the consoles' origin, where their cookies live
 
 
 def snapshot(book: Ledger) -> dict[str, Any]:
@@ -322,6 +322,7 @@ def test_login_flow_cookie_as_session_cookie_is_no_session(lab: Settings, book: 
     posted = httpx.post(
         f"{base}/operator/grants/1/revoke",
         cookies={"datalab_console": flow},
+        headers={"Origin": lab.public_url},  # same-origin, so the session itself is what is judged
         data={"csrf": "x", "reason": "x"},
         timeout=60,
     )
