@@ -31,6 +31,7 @@ from typing import Any
 
 from lab import demo, extracts, storage
 from lab.ledger import Grant, Ledger
+from lab.periodic import Periodic
 from lab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,41 +91,25 @@ def ensure_extract(settings: Settings, grant: Grant, *, actor: str) -> str | Non
     return extracts.build(settings, grant.dataset, grant.organisation, actor=actor, grant=grant).prefix
 
 
-class Sweeper:
+class Sweeper(Periodic):
     """Runs ``provisioner.sweep()`` every ``interval`` seconds in a daemon thread."""
+
+    name = "access-sweep"
+    log = log
 
     def __init__(self, provisioner: Provisioner, interval: float = SWEEP_INTERVAL) -> None:
         if not 0 < interval <= 30:
             raise ValueError("the sweep interval must be in (0, 30] seconds to meet the 60 s withdrawal")
+        super().__init__(interval)
         self.provisioner = provisioner
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.last_run: datetime | None = None
-        self.last_error: str | None = None
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="access-sweep", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.interval + 5)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                result = self.provisioner.sweep()
-                self.last_run, self.last_error = self.provisioner.ledger.now(), None
-                if result.expired:
-                    log.info("grants expired: %s", ", ".join(str(g.id) for g in result.expired))
-            except Exception as exc:  # keep sweeping; the next round retries
-                self.last_error = type(exc).__name__
-                log.error("access sweep failed: %s", type(exc).__name__)
-            self._stop.wait(self.interval)
+    def tick(self) -> SweepResult:
+        result = self.provisioner.sweep()
+        self.last_run = self.provisioner.ledger.now()
+        if result.expired:
+            log.info("grants expired: %s", ", ".join(str(g.id) for g in result.expired))
+        return result
 
 
 def reminder(grant: Grant, now: datetime, within_days: float = REMINDER_DAYS) -> dict[str, Any] | None:

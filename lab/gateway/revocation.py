@@ -14,19 +14,22 @@ retried at the next tick; it never widens access.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from lab import demo, storage
 from lab.directory import Directory
+from lab.periodic import Periodic
 from lab.settings import Settings
 
 SWEEP_SECONDS = 15.0
 log = logging.getLogger("lab.gateway.revocation")
 
 
-class Sweeper:
+class Sweeper(Periodic):
     """Keeps MinIO's members policies equal to Keycloak's organisations."""
+
+    name = "members-sweeper"
+    log = log
 
     def __init__(
         self,
@@ -36,12 +39,13 @@ class Sweeper:
         interval: float = SWEEP_SECONDS,
         apply: Callable[[Settings, str, set[str]], bool] = storage.set_members,
     ) -> None:
+        super().__init__(interval)  # a failed sweep changes nothing, so never widens access
         self.settings = settings
         self.directory = directory
-        self.interval = interval
         self._apply = apply
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+
+    def tick(self) -> list[str]:
+        return self.sweep()
 
     def sweep(self) -> list[str]:
         """One pass; the organisations whose members policy changed."""
@@ -53,22 +57,3 @@ class Sweeper:
         if changed:
             log.info("members policies rewritten for %s", ", ".join(changed))
         return changed
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.sweep()
-            except Exception as exc:  # retried next tick; a failed sweep never widens access
-                log.warning("sweep failed (%s); retrying in %.0f s", type(exc).__name__, self.interval)
-            self._stop.wait(self.interval)
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="members-sweeper", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None

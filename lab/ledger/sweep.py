@@ -11,36 +11,31 @@ ledger settle each reservation once (settlement locks the row).
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 from typing import Any
+
+from lab.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
 
-class ReservationSweeper:
+class ReservationSweeper(Periodic):
     """Runs ``ledger.settle_abandoned(timeout)`` every ``interval`` seconds in a daemon thread."""
+
+    name = "reservation-sweep"
+    log = log
 
     def __init__(self, ledger: Any, *, timeout_s: float, interval_s: float | None = None) -> None:
         if timeout_s <= 0:
             raise ValueError("the reservation timeout must be > 0 seconds")
+        interval = interval_s if interval_s is not None else min(max(timeout_s / 4, 0.5), 60.0)
+        super().__init__(interval, immediate=False)
         self.ledger = ledger
         self.timeout = timedelta(seconds=timeout_s)
-        self.interval = interval_s if interval_s is not None else min(max(timeout_s / 4, 0.5), 60.0)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.settled = 0
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="reservation-sweep", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.interval + 5)
-            self._thread = None
+    def tick(self) -> int:
+        return self.sweep()
 
     def sweep(self) -> int:
         """Settle what is stale now; how many reservations were settled."""
@@ -51,10 +46,3 @@ class ReservationSweeper:
             )
         self.settled += len(done)
         return len(done)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sweep()
-            except Exception as exc:  # retried next round
-                log.error("reservation sweep failed: %s", getattr(exc, "reason", type(exc).__name__))
