@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,9 @@ from tests.security import linkage_attacks as attacks
 
 pytestmark = pytest.mark.security
 
+# The demo size by default; bench/bench_linkage.py runs the same attacks at 1,000,000 residents.
+RESIDENTS = int(os.environ.get("DATALAB_LINKAGE_RESIDENTS", demo.DATA_ROWS))
+
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 LIMIT = 0.2  # 1/k of the policies
 A = OrgKey("org-a", b"a" * 32)
@@ -47,7 +51,7 @@ def _report(record_property: Callable[[str, object], None], attack: attacks.Atta
 @pytest.fixture(scope="module")
 def raw() -> dict[str, pl.DataFrame]:
     names = ("population", "social_insurance", "legal_entity")
-    return {n: pl.concat(list(generate(n, demo.DATA_ROWS, demo.DATA_SEED))) for n in names}
+    return {n: pl.concat(list(generate(n, RESIDENTS, demo.DATA_SEED))) for n in names}
 
 
 @pytest.fixture(scope="module")
