@@ -28,7 +28,9 @@ from lab.settings import load_settings
 from lab.stack import install
 from lab.stack.ui import Progress
 
-pytestmark = pytest.mark.unit
+# A cold cache builds helm (about 10 min on 2 busy cores) and the hub's venv (about 4 min)
+# inside the first tests' setup: more than the suite's default timeout allows.
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(2400)]
 
 REPO = Path(__file__).resolve().parents[2]
 THIRD_PARTY = REPO.parent / "shared" / "third_party" / "z2jh-4.4.0"
@@ -65,7 +67,7 @@ def _template(helm: Path, chart: Path, *extra: Path) -> subprocess.CompletedProc
     argv += ["--kube-version", KUBE_VERSION, "--values", str(VALUES)]
     for path in extra:
         argv += ["--values", str(path)]
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(REPO / ".datalab" / "helm-home")}
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(chart.parent / "helm-home")}  # no user config
     env |= {"HELM_CACHE_HOME": env["HOME"], "HELM_CONFIG_HOME": env["HOME"], "HELM_DATA_HOME": env["HOME"]}
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
 
