@@ -10,10 +10,8 @@ import sys
 from typing import Any
 from urllib.parse import quote
 
-from jupyterhub.utils import subdomain_hook_idna
-
 from lab import demo, iam, vault
-from lab.hubauth import OPERATOR_ROLE, REFUSED
+from lab.hubauth import OPERATOR_ROLE, REFUSED, subdomain_hook
 from lab.hublogin import record_login
 from lab.settings import Settings
 from lab.stack.install import proxy_binary
@@ -21,14 +19,6 @@ from lab.stack.install import proxy_binary
 GATEWAY_SERVICE = "gateway"
 IDLE_TIMEOUT = 3600  # seconds of inactivity before the culler stops a notebook server
 TOKEN_MAX_SECONDS = iam.HUB_TOKEN_MAX_SECONDS  # every hub API and OAuth token expires within this
-
-
-def subdomain_hook(name: str, domain: str, kind: str) -> str:
-    """Each user on a host of their own (``<name>.<domain>``, JupyterHub's IDNA rule);
-    services on the hub's host, so the consoles' origin is the hub's and no user's."""
-    if kind == "service":
-        return domain
-    return str(subdomain_hook_idna(name, domain, kind))
 
 
 def user_url(settings: Settings, name: str) -> str:

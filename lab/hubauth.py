@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jupyterhub.utils import subdomain_hook_idna
 from oauthenticator.generic import GenericOAuthenticator
 from traitlets import Set, Unicode
 
@@ -40,6 +41,16 @@ OPERATOR_ROLE = {
     "scopes": ["admin-ui", "list:users", "read:users", "read:servers", "delete:servers"],
     "groups": [OPERATOR_GROUP],
 }
+
+
+def subdomain_hook(name: str, domain: str, kind: str) -> str:
+    """``JupyterHub.subdomain_hook``: each user on a host of their own (``<name>.<domain>``,
+    JupyterHub's IDNA rule); services on the hub's host, so the consoles' origin is the hub's
+    and no user's. Here, beside the authenticator, because both deployments load this module
+    (one machine through ``lab.hub``, Kubernetes through the chart's ``hub.extraConfig``)."""
+    if kind == "service":
+        return domain
+    return str(subdomain_hook_idna(name, domain, kind))
 
 
 class LabAuthenticator(GenericOAuthenticator):

@@ -41,7 +41,7 @@ from jupyterhub.spawner import Spawner
 from traitlets import Float, Integer, List, Unicode, default, validate
 
 from lab.settings import load_settings
-from lab.spawner import rootfs
+from lab.spawner import cgroups, rootfs
 from lab.spawner.cgroups import Cgroup
 from lab.spawner.sandbox import RUN_DIR, SERVER_DIR, SandboxPaths, args_blob, bwrap_argv
 
@@ -82,6 +82,13 @@ class SandboxSpawner(Spawner):
         help="Ports inside the sandbox for the hub API, the gateway and S3 (not the host's ports).",
     )
     bwrap_path = Unicode("bwrap", config=True, help="The bubblewrap executable.")
+    cgroup_root = Unicode(
+        "",
+        config=True,
+        help="A delegated cgroup v2 directory for the sandboxes' limits (e.g. a systemd unit's "
+        "Delegate=yes subtree). Empty: chosen from what the host mounts (cgroup v2 where it offers "
+        "memory, cpu and pids, else cgroup v1).",
+    )
 
     @default("port")
     def _default_port(self) -> int:
@@ -103,6 +110,7 @@ class SandboxSpawner(Spawner):
         self._oom_baseline = 0
         self._exit_status: int | None = None  # why the server ended, kept for every later poll
         self._token_written: str | None = None
+        self._hierarchy: cgroups.Hierarchy | None = None
 
     # -- state kept across hub restarts --------------------------------------------------
     def load_state(self, state: dict[str, Any]) -> None:
@@ -153,7 +161,9 @@ class SandboxSpawner(Spawner):
     def cgroup(self) -> Cgroup:
         # One group tree per lab (state directory), so two labs on one machine never share one.
         lab_id = hashlib.sha256(str(self.settings.home).encode()).hexdigest()[:8]
-        return Cgroup(f"{lab_id}/{self.user.name}")
+        if self._hierarchy is None:
+            self._hierarchy = cgroups.detect(v2_root=Path(self.cgroup_root) if self.cgroup_root else None)
+        return cgroups.for_host(f"{lab_id}/{self.user.name}", self._hierarchy)
 
     def _prepare_dirs(self) -> None:
         """Home kept, sandbox directories made afresh; every step by descriptor (rootfs)."""

@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,13 @@ from lab.stack import pins, tools
 from lab.stack.ui import Progress
 
 CHP_SPEC = Path(__file__).parent / "chp"
+REPO = Path(__file__).resolve().parents[2]
+# The hub image's package set: the chart's own (a copy of its images/hub/requirements.txt)
+# plus what the lab's hub-side code needs on top.
+CHART_HUB_REQUIREMENTS = (
+    REPO / "images" / "hub" / "requirements.txt",
+    REPO / "images" / "hub" / "requirements-lab.txt",
+)
 
 
 def _run(argv: list[str], *, env: dict[str, str], what: str, log: Path, cwd: Path | None = None) -> None:
@@ -89,6 +97,13 @@ def minio(settings: Settings, ui: Progress) -> Path:
         why="Building the MinIO server",
         how="Install Go from the machine image (/usr/local/go) or put a newer go first on PATH.",
     )
+    with ui.step("Building MinIO from source (first run only, ≈5 min on 2 cores)"):
+        _go_install(settings, go, f"{pins.MINIO_MODULE}@{pins.MINIO_VERSION}", target, "minio")
+    return target
+
+
+def _go_install(settings: Settings, go: Path, module: str, target: Path, name: str) -> None:
+    """``go install module`` into ``target``'s directory, published only when complete."""
     partial = target.parent.with_name(target.parent.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     cache = settings.cache
@@ -103,15 +118,83 @@ def minio(settings: Settings, ui: Progress) -> Path:
         "GOTOOLCHAIN": "local",
         "PATH": f"{go.parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    with ui.step("Building MinIO from source (first run only, ≈5 min on 2 cores)"):
-        _run(
-            [str(go), "install", f"{pins.MINIO_MODULE}@{pins.MINIO_VERSION}"],
-            env=env,
-            what="Building MinIO with go install",
-            log=cache / "logs" / "minio-build.log",
-        )
-        _publish_dir(partial, target.parent)
+    _run(
+        [str(go), "install", module],
+        env=env,
+        what=f"Building {name} with go install",
+        log=cache / "logs" / f"{name}-build.log",
+    )
+    _publish_dir(partial, target.parent)
+
+
+def helm(settings: Settings, ui: Progress) -> Path:
+    """The helm binary (v3, pinned), built from the Go module proxy with ``go install`` (cached)."""
+    target = settings.cache / "helm" / pins.HELM_VERSION / "helm"
+    if target.exists():
+        return target
+    go, _ = tools.require(
+        "go",
+        pins.HELM_GO,
+        why=f"Building helm {pins.HELM_VERSION}",
+        how="Install Go from the machine image (/usr/local/go) or put a newer go first on PATH.",
+    )
+    with ui.step(f"Building helm {pins.HELM_VERSION} from source (first run only, ≈8 min on 2 cores)"):
+        _go_install(settings, go, f"{pins.HELM_MODULE}@{pins.HELM_VERSION}", target, "helm")
     return target
+
+
+def _chart_hub_python() -> Path:
+    """A Python of the hub image's version (pyenv's or on PATH), else this one."""
+    major, minor = pins.CHART_HUB_PYTHON
+    found = shutil.which(f"python{major}.{minor}")
+    candidates = [Path(found)] if found else []
+    candidates += sorted(Path.home().glob(f".pyenv/versions/{major}.{minor}.*/bin/python{major}.{minor}"))
+    for candidate in candidates:
+        probe = subprocess.run([str(candidate), "-c", "import venv"], capture_output=True)
+        if probe.returncode == 0:
+            return candidate
+    return Path(sys.executable)
+
+
+def chart_hub_env(settings: Settings, ui: Progress) -> Path:
+    """The Python of a virtualenv with the chart's hub-image package set plus the lab's hub-side
+    needs (``CHART_HUB_REQUIREMENTS``), cached and keyed by those files and the Python version.
+    ``lab`` itself is not installed: put the checkout on ``PYTHONPATH``, as the hub image does."""
+    python = _chart_hub_python()
+    version = subprocess.run(
+        [str(python), "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    digest = hashlib.sha256(version.encode())
+    for path in CHART_HUB_REQUIREMENTS:
+        digest.update(path.read_bytes())
+    home = settings.cache / "z2jh-hub" / f"py{version}-{digest.hexdigest()[:12]}"
+    env_python = home / "bin" / "python"
+    complete = home / ".datalab-complete"
+    if complete.exists():
+        return env_python
+    # psycopg2 (in the chart's set) has no wheel: it builds against libpq with a C compiler.
+    tools.ensure_program("pg_config", "libpq-dev")
+    tools.ensure_program("gcc", "gcc")
+    env = {**os.environ, "PIP_CACHE_DIR": str(settings.cache / "pip"), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    log = settings.cache / "logs" / "z2jh-hub-env.log"
+    with ui.step(f"Installing the chart's hub package set (Python {version}, first run only)"):
+        # Made in place (a venv's scripts name its path); used only once marked complete.
+        _run(
+            [str(python), "-m", "venv", "--clear", str(home)], env=env, what="Creating the hub venv", log=log
+        )
+        requirements = [arg for path in CHART_HUB_REQUIREMENTS for arg in ("-r", str(path))]
+        _run(
+            [str(env_python), "-m", "pip", "install", "-q", *requirements],
+            env=env,
+            what="Installing the chart's hub package set",
+            log=log,
+        )
+        _run([str(env_python), "-m", "pip", "check"], env=env, what="pip check", log=log)
+        complete.write_text(version + "\n")
+    return env_python
 
 
 def proxy_binary(settings: Settings) -> Path:

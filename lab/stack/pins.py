@@ -17,3 +17,11 @@ MINIO_GO = (1, 24)
 # configurable-http-proxy: pinned with its lock file in lab/stack/chp/.
 CHP_VERSION = "5.3.0"
 CHP_NODE = (20, 0)
+
+# helm, to render the Zero to JupyterHub chart in tests (built from the Go module proxy).
+HELM_MODULE = "helm.sh/helm/v3/cmd/helm"
+HELM_VERSION = "v3.22.0"
+HELM_GO = (1, 25)
+
+# The hub image's Python: Zero to JupyterHub 4.4.0 compiles its package set with 3.12.
+CHART_HUB_PYTHON = (3, 12)

