@@ -88,17 +88,40 @@ def keycloak(settings: Settings, ui: Progress) -> Path:
 
 def minio(settings: Settings, ui: Progress) -> Path:
     """The MinIO server binary, built from source with ``go install`` (cached)."""
-    target = settings.cache / "minio" / pins.MINIO_VERSION / "minio"
+    return _go_tool(
+        settings,
+        ui,
+        "minio",
+        pins.MINIO_MODULE,
+        pins.MINIO_VERSION,
+        pins.MINIO_GO,
+        "Building the MinIO server",
+        "Building MinIO from source (first run only, ≈5 min on 2 cores)",
+    )
+
+
+def _go_tool(
+    settings: Settings,
+    ui: Progress,
+    name: str,
+    module: str,
+    version: str,
+    min_go: tuple[int, int],
+    why: str,
+    step: str,
+) -> Path:
+    """``<cache>/<name>/<version>/<name>``, built once with ``go install module@version``."""
+    target = settings.cache / name / version / name
     if target.exists():
         return target
     go, _ = tools.require(
         "go",
-        pins.MINIO_GO,
-        why="Building the MinIO server",
+        min_go,
+        why=why,
         how="Install Go from the machine image (/usr/local/go) or put a newer go first on PATH.",
     )
-    with ui.step("Building MinIO from source (first run only, ≈5 min on 2 cores)"):
-        _go_install(settings, go, f"{pins.MINIO_MODULE}@{pins.MINIO_VERSION}", target, "minio")
+    with ui.step(step):
+        _go_install(settings, go, f"{module}@{version}", target, name)
     return target
 
 
@@ -129,18 +152,16 @@ def _go_install(settings: Settings, go: Path, module: str, target: Path, name: s
 
 def helm(settings: Settings, ui: Progress) -> Path:
     """The helm binary (v3, pinned), built from the Go module proxy with ``go install`` (cached)."""
-    target = settings.cache / "helm" / pins.HELM_VERSION / "helm"
-    if target.exists():
-        return target
-    go, _ = tools.require(
-        "go",
+    return _go_tool(
+        settings,
+        ui,
+        "helm",
+        pins.HELM_MODULE,
+        pins.HELM_VERSION,
         pins.HELM_GO,
-        why=f"Building helm {pins.HELM_VERSION}",
-        how="Install Go from the machine image (/usr/local/go) or put a newer go first on PATH.",
+        f"Building helm {pins.HELM_VERSION}",
+        f"Building helm {pins.HELM_VERSION} from source (first run only, ≈8 min on 2 cores)",
     )
-    with ui.step(f"Building helm {pins.HELM_VERSION} from source (first run only, ≈8 min on 2 cores)"):
-        _go_install(settings, go, f"{pins.HELM_MODULE}@{pins.HELM_VERSION}", target, "helm")
-    return target
 
 
 def _chart_hub_python() -> Path:
