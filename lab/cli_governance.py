@@ -1,4 +1,4 @@
-"""``datalab audit …``, ``datalab application …`` and ``datalab grant …``: governance verbs.
+"""``datalab audit …``, ``application …``, ``grant …`` and ``budget …``: governance verbs.
 
 ``lab.cli.build_parser`` calls :func:`add_parsers`. These verbs run on the bureau's
 server, against the ledger and MinIO directly (no web login): ``--as`` names the
@@ -174,8 +174,119 @@ def cmd_grant_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- budget agreements --------------------------------------------------------------------
+
+
+def _agreement_scope(settings: Settings, org: str, dataset: str) -> tuple[str, str]:
+    """The organisation and dataset, checked: a known organisation, a dataset with a policy."""
+    from lab import validate
+    from lab.errors import NotFound
+    from lab.extracts import organisation
+    from lab.policy import load_policies
+
+    org, dataset = validate.name(org, "organisation"), validate.name(dataset, "dataset")
+    organisation(org)
+    policies = load_policies(settings.policies_dir)
+    if dataset not in policies:
+        raise NotFound(
+            f"unknown dataset {dataset!r}; known: {', '.join(sorted(policies))} / 未知数据集 {dataset}",
+            reason="no-such-dataset",
+        )
+    return org, dataset
+
+
+def _reason(value: str) -> str:
+    from lab.ledger.applications import check_reason
+
+    return check_reason(value)
+
+
+def cmd_agreement_set(args: argparse.Namespace, settings: Settings) -> int:
+    from lab import validate
+
+    org, dataset = _agreement_scope(settings, args.org, args.dataset)
+    actor = validate.username(args.actor, "--as")
+    with _ledger(settings) as book:
+        agreed = book.set_agreement(
+            org,
+            dataset,
+            epsilon=args.epsilon,
+            delta=args.delta,
+            window_days=args.window_days,
+            grant_epsilon=args.per_grant_epsilon,
+            grant_delta=args.per_grant_delta,
+            by=actor,
+            reason=_reason(args.reason),
+        )
+    window = "lifetime" if agreed["window_days"] is None else f"rolling {agreed['window_days']:g} days"
+    print(
+        f"agreement recorded: {org} may hold ε={agreed['epsilon']}, δ={agreed['delta']} on {dataset} "
+        f"({window}) / 已记录协议额度"
+    )
+    return 0
+
+
+def cmd_agreement_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from lab import validate
+
+    org, dataset = _agreement_scope(settings, args.org, args.dataset)
+    actor = validate.username(args.actor, "--as")
+    with _ledger(settings) as book:
+        removed = book.remove_agreement(org, dataset, by=actor, reason=_reason(args.reason))
+    if not removed:
+        print(f"{org} has no recorded agreement on {dataset}. / 该机构在此数据集上没有协议额度。")
+        return 1
+    print(f"agreement removed: the policy's caps apply to {org} on {dataset} again / 已移除协议额度")
+    return 0
+
+
+def cmd_agreement_list(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as book:
+        rows = book.agreements()
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    for a in rows:
+        window = "lifetime" if a["window_days"] is None else f"{a['window_days']:g} d"
+        print(
+            f"{a['organisation']:<14} {a['dataset']:<17} ε={a['epsilon']} δ={a['delta']} {window}  "
+            f"by {a['set_by']} at {a['set_at'][:16]}: {a['reason']}"
+        )
+    return 0
+
+
+def _add_budget_parsers(sub: Any) -> None:
+    budget = sub.add_parser("budget", help="privacy budget totals across grants").add_subparsers(
+        dest="verb", required=True
+    )
+    agreement = budget.add_parser(
+        "agreement", help="an organisation's own total on a dataset (replaces the policy's caps for it)"
+    ).add_subparsers(dest="action", required=True)
+    p = agreement.add_parser("set", help="record (or replace) an agreement; audited")
+    p.add_argument("org")
+    p.add_argument("dataset")
+    p.add_argument("--epsilon", type=float, help="total ε in the window (omit: no ε total)")
+    p.add_argument("--delta", type=float, help="total δ in the window (omit: no δ total)")
+    p.add_argument("--window-days", type=float, help="rolling window in days (omit: lifetime)")
+    p.add_argument("--per-grant-epsilon", type=float, help="the most ε one approval may grant")
+    p.add_argument("--per-grant-delta", type=float, help="the most δ one approval may grant")
+    p.add_argument("--as", dest="actor", required=True, help="the operator who records it")
+    p.add_argument("--reason", required=True, help="the agreement it rests on (recorded)")
+    p.set_defaults(func=cmd_agreement_set)
+    p = agreement.add_parser("remove", help="remove an agreement: the policy's caps apply again; audited")
+    p.add_argument("org")
+    p.add_argument("dataset")
+    p.add_argument("--as", dest="actor", required=True, help="the operator who removes it")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=cmd_agreement_remove)
+    p = agreement.add_parser("list", help="the agreements operators recorded")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_agreement_list)
+
+
 def add_parsers(sub: Any) -> None:
-    """Add ``audit``, ``application`` and ``grant`` to the ``datalab`` parser's subcommands."""
+    """Add ``audit``, ``application``, ``grant`` and ``budget`` to the ``datalab`` parser."""
+    _add_budget_parsers(sub)
     audit = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
         dest="verb", required=True
     )

@@ -38,6 +38,7 @@ from lab.ledger import Kind
 KINDS = sorted(
     {v for k, v in vars(Kind).items() if k.isupper()}
     | {"expire", "export-review", "export-revoke", "export-download", "audit-seal", "anchor-reset"}
+    | {"budget-limits", "budget-agreement"}
 )
 FLASH_COOKIE = "datalab_flash"
 _TEMPLATES = Environment(

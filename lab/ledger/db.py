@@ -164,6 +164,24 @@ budget_limits = Table(
     Column("set_at", UTCDateTime, nullable=False),
 )
 
+# Agreements an operator recorded for one organisation x dataset (``datalab budget agreement
+# set``, audited as ``budget-agreement``). They take precedence over the policy's caps for that
+# organisation and survive the policy sync, which rewrites only ``ledger_budget_limits``.
+budget_agreements = Table(
+    "ledger_budget_agreements",
+    metadata,
+    Column("organisation", String(200), primary_key=True),
+    Column("dataset", String(200), primary_key=True),
+    Column("epsilon_units", BigInteger, nullable=True),
+    Column("delta_units", BigInteger, nullable=True),
+    Column("window_seconds", BigInteger, nullable=True),
+    Column("grant_epsilon_units", BigInteger, nullable=True),
+    Column("grant_delta_units", BigInteger, nullable=True),
+    Column("set_by", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("set_at", UTCDateTime, nullable=False),
+)
+
 # One row (id = 1): the head of the chain. Appends lock it, which serialises writers on
 # PostgreSQL; it also lets verify() notice a deleted last record without the anchor file.
 audit_head = Table(

@@ -318,6 +318,74 @@ class Ledger(Workflow):
             )
         return True
 
+    def set_agreement(
+        self,
+        organisation: str,
+        dataset: str,
+        *,
+        epsilon: float | None,
+        delta: float | None,
+        window_days: float | None,
+        grant_epsilon: float | None = None,
+        grant_delta: float | None = None,
+        by: str,
+        reason: str,
+    ) -> dict[str, Any]:
+        """Record an organisation's own total on a dataset (it replaces the policy's caps for it).
+
+        ``None`` means no cap (ε, δ, per grant) or a lifetime total (``window_days``). Written
+        with its ``budget-agreement`` audit record in one transaction; decided under the
+        scope lock, so no approval or query of the organisation on the dataset runs meanwhile.
+        """
+
+        def units(value: float | None, scale: int, name: str) -> int | None:
+            return None if value is None else to_units(value, scale, name=name, round_up=False)
+
+        if window_days is not None and not 0 < window_days < 1e6:
+            raise ConfigError(
+                f"window_days must be a number of days in (0, 1e6), got {window_days!r} / 窗口天数须大于 0",
+                reason="invalid-value",
+            )
+        limits = totals.Limits(
+            epsilon_units=units(epsilon, EPS_SCALE, "epsilon"),
+            delta_units=units(delta, DELTA_SCALE, "delta"),
+            window_seconds=None if window_days is None else round(window_days * 86400),
+            grant_epsilon_units=units(grant_epsilon, EPS_SCALE, "per-grant epsilon"),
+            grant_delta_units=units(grant_delta, DELTA_SCALE, "per-grant delta"),
+        )
+        with self._write() as tx:
+            lock_scope(tx.conn, organisation, dataset)
+            totals.put_agreement(tx.conn, organisation, dataset, limits, by=by, reason=reason, now=tx.at)
+            shown = {k: v for k, v in limits.as_dict().items() if k != "source"}
+            tx.append(
+                "budget-agreement",
+                actor=by,
+                organisation=organisation,
+                dataset=dataset,
+                details={"action": "set", "limits": shown, "reason": reason},
+            )
+        return {"organisation": organisation, "dataset": dataset, **shown, "set_by": by, "reason": reason}
+
+    def remove_agreement(self, organisation: str, dataset: str, *, by: str, reason: str) -> bool:
+        """Remove an agreement (the policy's caps apply again); True if there was one, audited."""
+        with self._write() as tx:
+            lock_scope(tx.conn, organisation, dataset)
+            if not totals.drop_agreement(tx.conn, organisation, dataset):
+                return False
+            tx.append(
+                "budget-agreement",
+                actor=by,
+                organisation=organisation,
+                dataset=dataset,
+                details={"action": "remove", "reason": reason},
+            )
+        return True
+
+    def agreements(self) -> list[dict[str, Any]]:
+        """The agreements operators recorded (organisation, dataset, caps, who, why, when)."""
+        with read_tx(self._engine) as conn:
+            return totals.agreements(conn)
+
     def organisation_spending(self, organisation: str, dataset: str) -> dict[str, Any] | None:
         """The organisation's spending on the dataset in the window, its total and what is left."""
         with read_tx(self._engine) as conn:

@@ -27,7 +27,16 @@ from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.engine import Connection
 
 from lab.errors import BudgetExhausted
-from lab.ledger.db import DELTA_SCALE, EPS_SCALE, budget_limits, from_units, grants, reservations, show_units
+from lab.ledger.db import (
+    DELTA_SCALE,
+    EPS_SCALE,
+    budget_agreements,
+    budget_limits,
+    from_units,
+    grants,
+    reservations,
+    show_units,
+)
 from lab.ledger.models import RESERVED, SPENT
 
 DEFAULT = "*"
@@ -76,8 +85,26 @@ class Committed:
     grants: int  # grants counted (active, or with spending in the window)
 
 
+def _agreement(row: Any) -> Limits:
+    return Limits(
+        row.epsilon_units,
+        row.delta_units,
+        row.window_seconds,
+        row.grant_epsilon_units,
+        row.grant_delta_units,
+        f"agreement recorded by {row.set_by} at {row.set_at.isoformat(timespec='seconds')}",
+    )
+
+
 def limits_for(conn: Connection, organisation: str, dataset: str) -> Limits | None:
-    """The organisation's own limits on the dataset if the policy names it, else the default."""
+    """The organisation's limits on the dataset: an agreement an operator recorded, else its own
+    limits if the policy names it, else the policy's default."""
+    a = budget_agreements.c
+    recorded = conn.execute(
+        select(budget_agreements).where(a.organisation == organisation, a.dataset == dataset)
+    ).first()
+    if recorded is not None:
+        return _agreement(recorded)
     t = budget_limits.c
     rows = {
         row.organisation: row
@@ -111,6 +138,53 @@ def all_limits(conn: Connection, dataset: str) -> dict[str, Limits]:
             row.source,
         )
     return out
+
+
+def agreements(conn: Connection) -> list[dict[str, Any]]:
+    """Every agreement operators recorded: organisation, dataset, caps, who set it and why."""
+    rows = conn.execute(
+        select(budget_agreements).order_by(budget_agreements.c.organisation, budget_agreements.c.dataset)
+    )
+    return [
+        {
+            "organisation": row.organisation,
+            "dataset": row.dataset,
+            **_agreement(row).as_dict(),
+            "set_by": row.set_by,
+            "reason": row.reason,
+            "set_at": row.set_at.isoformat(),
+        }
+        for row in rows
+    ]
+
+
+def put_agreement(
+    conn: Connection, organisation: str, dataset: str, limits: Limits, *, by: str, reason: str, now: datetime
+) -> None:
+    """Record (or replace) an organisation's agreement on a dataset."""
+    a = budget_agreements.c
+    conn.execute(delete(budget_agreements).where(a.organisation == organisation, a.dataset == dataset))
+    conn.execute(
+        insert(budget_agreements).values(
+            organisation=organisation,
+            dataset=dataset,
+            epsilon_units=limits.epsilon_units,
+            delta_units=limits.delta_units,
+            window_seconds=limits.window_seconds,
+            grant_epsilon_units=limits.grant_epsilon_units,
+            grant_delta_units=limits.grant_delta_units,
+            set_by=by,
+            reason=reason,
+            set_at=now,
+        )
+    )
+
+
+def drop_agreement(conn: Connection, organisation: str, dataset: str) -> bool:
+    """Remove an organisation's agreement on a dataset; True if there was one."""
+    a = budget_agreements.c
+    gone = conn.execute(delete(budget_agreements).where(a.organisation == organisation, a.dataset == dataset))
+    return bool(gone.rowcount)
 
 
 def replace_limits(conn: Connection, dataset: str, limits: dict[str, Limits], now: datetime) -> None:

@@ -6,13 +6,14 @@
       per_grant: {epsilon: 5, delta: 1.0e-5}          # what one approval may grant at most
       organisation: {epsilon: 6, delta: 1.0e-5, window_days: 365}   # per organisation, all grants
       agreements:                                      # organisations with their own total
-        sdu-research: {epsilon: 2000, delta: 0.001, window_days: 1}
+        some-org: {epsilon: 20, delta: 0.0001, window_days: 365}
 
 ``organisation`` (and each agreement) caps what one organisation may hold on the dataset
 across all its grants: what it spent in the window (``window_days``; omitted = lifetime)
 plus what its active grants could still spend. The ledger enforces it at approval and at
 every reservation (see :mod:`lab.ledger.totals`). An agreement replaces the default total
-and per-grant cap for that organisation (its ``per_grant`` is optional).
+and per-grant cap for that organisation (its ``per_grant`` is optional). Operators also record
+agreements in the ledger (``datalab budget agreement set``), which take precedence.
 """
 
 from __future__ import annotations

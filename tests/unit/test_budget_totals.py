@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lab.errors import BudgetExhausted, PolicyError
+from lab.errors import BudgetExhausted, LabError, PolicyError
 from lab.gateway.service import budget_limits
 from lab.ledger import FAILED_BEFORE_NOISE, Ledger
 from lab.ledger.db import DELTA_SCALE, EPS_SCALE
@@ -213,7 +213,64 @@ def test_the_policy_budget_section_becomes_the_ledgers_caps() -> None:
     limits = budget_limits(policy)
     assert limits[DEFAULT].epsilon_units == 6 * EPS_SCALE and limits[DEFAULT].window_seconds == 365 * 86400
     assert limits[DEFAULT].grant_epsilon_units == 5 * EPS_SCALE
-    assert "sdu-research" in limits
+    assert set(limits) == {DEFAULT}  # the shipped register gives no organisation its own total
+
+
+def test_a_policy_agreement_replaces_the_default_for_its_organisation(tmp_path: Path) -> None:
+    source = (Path(__file__).resolve().parents[2] / "policies" / "population.yaml").read_text()
+    marker = "  organisation: {epsilon: 6, delta: 1.0e-5, window_days: 365}\n"
+    assert marker in source
+    acme = "acme: {epsilon: 20, delta: 1.0e-4, window_days: 30, per_grant: {epsilon: 10}}"
+    agreed = f"  agreements:\n    {acme}"
+    path = tmp_path / "population.yaml"
+    path.write_text(source.replace(marker, marker + agreed + "\n"))
+    limits = budget_limits(load_policy(path))
+    assert limits["acme"].epsilon_units == 20 * EPS_SCALE and limits["acme"].window_seconds == 30 * 86400
+    assert limits["acme"].grant_epsilon_units == 10 * EPS_SCALE
+    assert limits[DEFAULT].epsilon_units == 6 * EPS_SCALE
+
+
+def test_an_agreement_an_operator_records_takes_precedence_is_audited_and_survives_the_sync(
+    ledger: Ledger,
+) -> None:
+    ledger.set_budget_limits("population", {DEFAULT: caps(6, per_grant=5)}, actor="gateway-policy")
+    with pytest.raises(BudgetExhausted):
+        make_grant(ledger, epsilon=50.0)
+    ledger.set_agreement(
+        "acme", "population", epsilon=100, delta=1e-3, window_days=1, by="op.wang", reason="agreement 7"
+    )
+    make_grant(ledger, epsilon=50.0)  # no per-grant cap in the agreement
+    outlook = ledger.budget_outlook("acme", "population", 10)
+    assert outlook is not None and outlook["epsilon_after"] == 60.0 and outlook["fits"]
+    assert "op.wang" in outlook["limits"]["source"]
+    record = ledger.records(kind="budget-agreement")[-1]
+    assert record.actor == "op.wang" and record.organisation == "acme" and record.dataset == "population"
+    assert record.details["limits"]["epsilon"] == 100 and record.details["reason"] == "agreement 7"
+    # The policy sync rewrites the policy's caps only; the agreement stays and still rules.
+    ledger.set_budget_limits("population", {DEFAULT: caps(7, per_grant=5)}, actor="gateway-policy")
+    assert [a["organisation"] for a in ledger.agreements()] == ["acme"]
+    make_grant(ledger, epsilon=40.0)
+    with pytest.raises(BudgetExhausted, match="ε=100"):
+        make_grant(ledger, epsilon=20.0)
+    make_grant(ledger, organisation="other", epsilon=5.0)  # other organisations keep the default
+    with pytest.raises(BudgetExhausted):
+        make_grant(ledger, organisation="other", epsilon=5.0)
+    assert ledger.remove_agreement("acme", "population", by="op.wang", reason="agreement ended")
+    assert not ledger.remove_agreement("acme", "population", by="op.wang", reason="again")
+    assert ledger.agreements() == []
+    assert ledger.records(kind="budget-agreement")[-1].details["action"] == "remove"
+    with pytest.raises(BudgetExhausted):
+        make_grant(ledger, epsilon=1.0)  # back under the policy's 7 ε total, already past it
+    assert ledger.verify().ok
+
+
+def test_a_bad_agreement_is_refused_and_changes_nothing(ledger: Ledger) -> None:
+    head = ledger.verify().head_seq
+    for bad in ({"epsilon": -1.0}, {"epsilon": float("nan")}, {"window_days": 0.0}, {"window_days": 1e300}):
+        args: dict[str, Any] = {"epsilon": 1.0, "delta": None, "window_days": None, **bad}
+        with pytest.raises(LabError):
+            ledger.set_agreement("acme", "population", **args, by="op.wang", reason="r")
+    assert ledger.agreements() == [] and ledger.verify().head_seq == head
 
 
 def test_a_bad_budget_section_names_file_and_line(tmp_path: Path) -> None:
