@@ -31,6 +31,7 @@ def test_cli_verbs() -> None:
     assert sorted(commands) == [
         "application",
         "audit",
+        "budget",
         "dataset",
         "down",
         "extract",
