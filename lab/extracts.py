@@ -121,7 +121,7 @@ def build(settings: Settings, dataset: str, org: str, *, actor: str, grant: Gran
         )
         source.unlink()
         assert report.risk is not None
-        joined = _joined_views(settings, client, policies, policy, org, key.scope, Path(tmp))
+        joined = joined_views(settings, client, policies, policy, org, key.scope, Path(tmp))
         risk = dataclasses.replace(report.risk, joined=joined)
         risk_model.refuse_if_exceeded(risk)
         (Path(tmp) / RISK).write_text(
@@ -185,7 +185,7 @@ def _summary(risk: risk_model.RiskReport) -> dict[str, Any]:
     }
 
 
-def _joined_views(
+def joined_views(
     settings: Settings,
     client: Any,
     policies: dict[str, Policy],

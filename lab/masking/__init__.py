@@ -42,7 +42,7 @@ What ``trace`` needs
 
 from __future__ import annotations
 
-from lab.masking.build import Fingerprint, MaskReport, mask_frame, mask_parquet
+from lab.masking.build import Fingerprint, MaskReport, mask_frame, mask_parquet, preview_risk
 from lab.masking.keyed import SCHEME, OrgKey, pseudonymise
 from lab.masking.trace import Evidence, TraceResult, trace
 
@@ -55,6 +55,7 @@ __all__ = [
     "TraceResult",
     "mask_frame",
     "mask_parquet",
+    "preview_risk",
     "pseudonymise",
     "trace",
 ]

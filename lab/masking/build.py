@@ -225,13 +225,18 @@ class _Plan:
         """The keyed seed of this build's row order."""
         return self.key.shuffle_seed(self.build_id)
 
-    def query(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
-        """The masking query over the source rows (in source order; see ``shuffle``)."""
+    def unkeyed(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
+        """The released rows before pseudonyms and watermarks (identifiers still raw)."""
         out = self._released(lazy)
         if self.households is not None:
             out = suppress_households(out, self.households)
         if self.trajectories is not None:
             out = generalise_trajectories(out, self.trajectories, self.output)
+        return out
+
+    def query(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
+        """The masking query over the source rows (in source order; see ``shuffle``)."""
+        out = self.unkeyed(lazy)
         key = self.key
         udfs = [
             pl.col(name).map_batches(
@@ -247,10 +252,16 @@ class _Plan:
 
     def risk(self, released: pl.LazyFrame | pl.DataFrame) -> RiskReport:
         """The risk report of the written extract; ``PolicyError`` above the policy's threshold."""
+        report = self.measured(released)
+        refuse_if_exceeded(report)
+        return report
+
+    def measured(self, released: pl.LazyFrame | pl.DataFrame) -> RiskReport:
+        """The risk report of ``released``, whatever it says (``risk`` refuses above the threshold)."""
         population = None
         if self.keys:
             population = self.stats.select([*self.keys, pl.col("__units").alias("__F")])
-        report = measure(
+        return measure(
             released,
             self.policy,
             org=self.key.org,
@@ -260,8 +271,6 @@ class _Plan:
             trajectories=self.trajectories,
             classes=self._released_classes(),
         )
-        refuse_if_exceeded(report)
-        return report
 
     def report(self, rows_out: int, build_id: str, digest: str | None, risk: RiskReport) -> MaskReport:
         has_keys = bool(self.keys) and self.allowed.height > 0
@@ -352,6 +361,40 @@ def mask_parquet(
     finally:
         temporary.unlink(missing_ok=True)
     return plan.report(rows_out, build_id, digest, risk)
+
+
+def preview_risk(
+    source: str | os.PathLike[str],
+    policy: Policy,
+    key: OrgKey,
+    *,
+    purpose: str | None = None,
+    dest: str | os.PathLike[str] | None = None,
+) -> tuple[RiskReport, dict[str, int]]:
+    """The risk report a build for ``purpose`` would carry, and its row counts: a dry run.
+
+    Nothing is published and nothing is refused: the report is returned whatever it says
+    (``RiskReport.exceeded`` names what a build would be refused for). The measures depend on
+    the released values only, so rows are neither pseudonymised nor shuffled unless ``dest``
+    asks for the masked rows (written there, e.g. to measure a join with linked extracts).
+    """
+    source = Path(source)
+    plan = _Plan(policy, key, pl.scan_parquet(source), build_id="risk-preview", purpose=purpose)
+    rows_in = int(plan.stats["__rows"].sum())
+    counts = {
+        "rows_in": rows_in,
+        "rows_suppressed": rows_in - int(plan.allowed["__rows"].sum()),
+        "groups": plan.stats.height,
+        "groups_suppressed": plan.stats.height - plan.allowed.height,
+    }
+    measured_columns = {*policy.quasi_identifiers, *policy.sensitive}
+    if dest is None and not measured_columns & set(plan.marks):  # watermarks change measured values
+        return plan.measured(plan.unkeyed(pl.scan_parquet(source))), counts
+    if dest is None:
+        return plan.measured(plan.query(pl.scan_parquet(source))), counts
+    target = Path(dest)
+    plan.query(pl.scan_parquet(source)).sink_parquet(target)
+    return plan.measured(pl.scan_parquet(target)), counts
 
 
 def _sha256(path: Path) -> str:

@@ -12,7 +12,16 @@ import pytest
 
 from lab.datasets import write_parquet
 from lab.errors import AccessDenied, PolicyError
-from lab.masking import Fingerprint, MaskReport, OrgKey, mask_frame, mask_parquet, pseudonymise, trace
+from lab.masking import (
+    Fingerprint,
+    MaskReport,
+    OrgKey,
+    mask_frame,
+    mask_parquet,
+    preview_risk,
+    pseudonymise,
+    trace,
+)
 from lab.policy import Policy, load_policies, load_policy
 
 pytestmark = pytest.mark.unit
@@ -254,3 +263,46 @@ def test_fingerprint_round_trips_without_any_secret(
     assert Fingerprint.from_dict(stored) == report.fingerprint
     assert stored["key_id"] == A.key_id and stored["watermark_columns"]["gas_m3"] == 0.01
     assert "AAAA" not in repr(report.to_dict()) and "AAAA" not in repr(A)
+
+
+def _rounded(value: object) -> object:
+    """Means summed in another row order differ in the last bits; compare to 12 digits."""
+    if isinstance(value, float):
+        return round(value, 12)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _measures(report: dict[str, object]) -> object:
+    return _rounded({k: v for k, v in report.items() if k not in ("organisation", "scope")})
+
+
+@pytest.mark.parametrize("name", ["population", "social_insurance", "utility"])
+def test_the_risk_dry_run_measures_what_the_build_publishes(
+    workdir: Path,
+    policies: dict[str, Policy],
+    extracts: dict[tuple[str, str], tuple[pl.DataFrame, MaskReport]],
+    name: str,
+) -> None:
+    before = sorted(p.name for p in workdir.iterdir())
+    report, counts = preview_risk(workdir / f"{name}.parquet", policies[name], C, purpose="household-study")
+    built = extracts[(name, A.org)][1]
+    assert built.risk is not None
+    assert _measures(report.to_dict()) == _measures(built.risk.to_dict())
+    assert counts["rows_in"] == built.rows_in and counts["groups_suppressed"] == built.groups_suppressed
+    assert sorted(p.name for p in workdir.iterdir()) == before  # a dry run writes nothing
+
+
+def test_the_risk_dry_run_reports_what_a_build_would_be_refused_for(
+    workdir: Path, policies: dict[str, Policy]
+) -> None:
+    strict = dataclasses.replace(policies["population"], risk_threshold=0.01)
+    report, _ = preview_risk(workdir / "population.parquet", strict, A)
+    assert report.exceeded() and "record prosecutor risk" in report.exceeded()[0]
+    assert report.household_link.startswith("withheld")  # no purpose: no household link
+    with pytest.raises(PolicyError) as refused:
+        mask_parquet(workdir / "population.parquet", workdir / "strict.parquet", strict, A)
+    assert refused.value.reason == "risk" and not (workdir / "strict.parquet").exists()
