@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -45,6 +46,39 @@ _TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
     autoescape=select_autoescape(["html"]),
 )
+ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def local_time(value: Any) -> str:
+    """A stored time (ISO text, an extract version like ``20261202T123642123456Z``, or a
+    datetime; UTC unless it says otherwise) in Beijing time, with the zone named."""
+    if not value:
+        return ""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = str(value)
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            try:
+                moment = datetime.strptime(text, "%Y%m%dT%H%M%S%fZ")
+            except ValueError:
+                return text
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return f"{moment.astimezone(ZONE):%Y-%m-%d %H:%M:%S} (Asia/Shanghai)"
+
+
+_TEMPLATES.filters["local"] = local_time
+
+
+def _naive(value: str) -> bool:
+    """True if a (valid) time text names no zone."""
+    try:
+        return datetime.fromisoformat(value).tzinfo is None
+    except ValueError:  # valid only once normalised (validate.moment): read it as it was read
+        return False
 
 
 def style_hashes() -> list[str]:
@@ -284,7 +318,11 @@ def router(console: Console) -> APIRouter:
         return {k: q.get(k) or None for k in ("organisation", "actor", "dataset", "kind", "since", "until")}
 
     def _time(value: str | None) -> datetime | None:
-        return validate.moment(value, "since/until")  # a 400 naming the format, never a 500
+        """A filter's time; one without a zone (the form's datetime-local) is Beijing time, as shown."""
+        moment = validate.moment(value, "since/until")  # a 400 naming the format, never a 500
+        if moment is not None and value and _naive(value):
+            moment = moment.replace(tzinfo=ZONE).astimezone(UTC)
+        return moment
 
     @pages.get("/auditor")
     def auditor_page(request: Request, session: Auditor, period: str = "day") -> Response:
@@ -304,6 +342,7 @@ def router(console: Console) -> APIRouter:
             verification=gov.verify(who),
             chart=budget_chart(gov.spending(who, period), title=t("chart"), empty=t("no_data")),
             flags=gov.flags(who),
+            risk_reports=gov.risk_reports(who),
             filters=filters,
             records=records,
             kinds=KINDS,

@@ -26,9 +26,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from lab import access, auditpkg, registers, suspicious, validate
+from lab import access, auditpkg, demo, registers, riskreports, suspicious, validate
 from lab.airlock import Airlock
-from lab.errors import AccessDenied, ConfigError, NotFound
+from lab.errors import AccessDenied, ConfigError, LabError, NotFound
 from lab.gateway.auth import Caller
 from lab.ledger import Grant, Ledger
 from lab.ledger.applications import check_reason
@@ -97,6 +97,7 @@ class Governance:
         self._build = build or (lambda grant, actor: None)
         # Dataset profiles for the singling-out flags (set by the gateway, which reads the data).
         self.profiles: suspicious.Profiles | None = None
+        self.previews = riskreports.Previews(settings)
 
     # --- grants and applications ------------------------------------------------------
 
@@ -174,7 +175,29 @@ class Governance:
             app["organisation_budget"] = self.ledger.budget_outlook(
                 app["organisation"], app["dataset"], app["epsilon"], app["delta"]
             )
+            app["risk"] = self.risk_outlook(app["organisation"], app["dataset"], app["purpose"], app["modes"])
         return app
+
+    def risk_outlook(
+        self, organisation: str, dataset: str, purpose: str | None, modes: list[str]
+    ) -> dict[str, Any] | None:
+        """For an application with the masked mode: the dry-run risk report of the extract an
+        approval would build (``state``: ready, computing or failed) and the organisation's
+        latest published report of the dataset (None: not yet built). None for DP only."""
+        policy = self.policies.get(dataset)
+        if policy is None or "masked" not in modes:
+            return None
+        try:
+            published = riskreports.latest(self.settings, organisation, dataset)
+        except LabError as exc:
+            published = {"error": exc.message}
+        return {"preview": self.previews.get(policy, organisation, purpose), "published": published}
+
+    def risk_reports(self, caller: Caller, limit: int = 100) -> list[dict[str, Any]]:
+        """Risk reports of the published masked extracts, newest first (auditors and operators)."""
+        caller.require("auditor", "operator")
+        orgs = [o.id for o in demo.ORGANISATIONS]
+        return riskreports.published(self.settings, orgs, sorted(self.policies), limit=limit)
 
     def approve(self, caller: Caller, application_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
         caller.require("operator")

@@ -158,6 +158,10 @@ def router(gov: Governance, sink: AuditSink) -> APIRouter:
     def flags(who: Auditor, days: float = 30) -> list[dict[str, Any]]:
         return gov.flags(who, days)
 
+    @api.get("/api/auditor/risk")
+    def risk(who: Auditor) -> list[dict[str, Any]]:
+        return gov.risk_reports(who)
+
     @api.get("/api/auditor/package")
     def package(who: Auditor, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
         return gov.package(who, since, until)
