@@ -125,7 +125,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "尚未生成：该机构还没有此数据集的脱敏数据。",
         "Not yet built: this organisation has no masked extract of this dataset.",
     ),
-    "budget_total": ("预算总额", "Budget total"),
+    "no_total": (
+        "该数据集未设机构预算总额，仅受本次授权的预算限制。",
+        "This dataset sets no organisation total; only this grant's own budget applies.",
+    ),
     "risk_reports": ("已发布脱敏数据的风险报告", "Risk reports of published extracts"),
     "no_reports": ("尚无已发布的脱敏数据。", "No masked extract published yet."),
     "version": ("版本", "Version"),
