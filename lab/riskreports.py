@@ -75,6 +75,7 @@ def preview(settings: Settings, policy: Policy, org: str, purpose: str | None) -
             joined = extracts.joined_views(settings, client, policies, policy, org, key.scope, Path(tmp))
             report = dataclasses.replace(report, joined=joined)
     body = report.to_dict()
+    body.pop("scope")  # a dry run's pseudonym scope is its own; the approval's grant gets another
     return {
         **body,
         **verdict(body),
@@ -171,6 +172,8 @@ class Previews:
             return {"state": FAILED, "error": exc.message}
         with self._lock:
             found = self._done.get(key)
+            if found is not None and found["state"] == READY:  # shared by organisations: name this one
+                return {**found, "report": {**found["report"], "organisation": org}}
             if found is not None:
                 return found
             if key not in self._running:
