@@ -23,6 +23,7 @@ population the attacker draws from (here the whole register, which the lab knows
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -39,6 +40,20 @@ def _lazy(frame: Frame) -> pl.LazyFrame:
 
 def _ratio(a: float, b: float) -> float:
     return float(a) / float(b) if b else 0.0
+
+
+def _fsum(values: pl.Series) -> float:
+    """The exactly rounded sum of ``values`` (``math.fsum``): the same whatever the row order,
+    so a measure never differs in its last bits between two passes over the same release."""
+    return math.fsum(values.drop_nulls().to_list())
+
+
+# sdcMicro's household risk multiplies (1 - 1/f) over members; the logs are summed as fixed-point
+# integers (2^-40, far below the measure's meaning) so the sum does not depend on row order.
+_LOG_SCALE = float(1 << 40)
+# log(1 - 1/1) is -inf: a unique member stands for -2^8 (exp(-256) vanishes against 1, so the
+# household's risk is exactly 1.0); the sum cannot overflow below 2^14 members per household.
+_LOG_UNIQUE = -(1 << 48)
 
 
 @dataclass(frozen=True)
@@ -95,31 +110,27 @@ def record_risk(
     else:
         classes = classes.with_columns(pl.col("__f").alias("__F"))
     if unit is None:
-        per = classes.select(
-            pl.col("__f").sum().alias("n"),
-            (pl.col("__f") * (1.0 / pl.col("__f"))).sum().alias("p"),
-            (pl.col("__f") / pl.col("__F")).sum().alias("j"),
-            pl.col("__f").filter(pl.col("__f") == 1).sum().alias("u"),
-        ).row(0)
-        records, p_sum, j_sum, uniques = int(per[0]), per[1], per[2], int(per[3] or 0)
+        records = int(classes["__f"].sum())
+        p_sum = float(classes.height)  # each class contributes f * (1 / f)
+        j_sum = _fsum(classes["__f"] / classes["__F"])
+        uniques = int((classes["__f"] == 1).sum())
     else:
+        # a unit's risk is 1 / (its rarest class): count units by (rarest f, rarest F)
         rated = (
             lazy.select([*keys, unit])
             .join(classes.lazy(), on=keys, how="left", nulls_equal=True)
             .group_by(unit)
-            .agg((1.0 / pl.col("__f")).max().alias("__p"), (1.0 / pl.col("__F")).max().alias("__j"))
-            .select(
-                pl.len().alias("n"),
-                pl.col("__p").sum(),
-                pl.col("__j").sum(),
-                (pl.col("__p") == 1.0).sum().alias("u"),
-            )
+            .agg(pl.col("__f").min(), pl.col("__F").min())
+            .group_by("__f", "__F")
+            .agg(pl.len().alias("__units"))
             .collect(engine="streaming")
-            .row(0)
         )
-        records, p_sum, j_sum, uniques = int(rated[0]), rated[1], rated[2], int(rated[3])
+        records = int(rated["__units"].sum())
+        p_sum = _fsum(rated["__units"] / rated["__f"])
+        j_sum = _fsum(rated["__units"] / rated["__F"])
+        uniques = int(rated.filter(pl.col("__f") == 1)["__units"].sum())
     k = int(classes["__f"].min())  # type: ignore[arg-type]
-    marketer = _ratio(float(classes.select((pl.col("__f") / pl.col("__F")).sum()).item()), records)
+    marketer = _ratio(_fsum(classes["__f"] / classes["__F"]), records)
     return RecordRisk(
         records=records,
         classes=classes.height,
@@ -156,6 +167,16 @@ def household_key(household: str) -> pl.Expr:
     return pl.col(household).hash(_SEED + 2).alias(household)
 
 
+def member_hashes(keys: Sequence[str]) -> list[pl.Expr]:
+    """Two 64-bit values per row for its released quasi-identifiers: ``__t`` (``member_tuple``)
+    and ``__t2``, a second, independent hash of ``__t`` (one pass over the text columns)."""
+    return [member_tuple(keys), member_tuple(keys).hash(_SEED + 1).alias("__t2")]
+
+
+def _signature() -> pl.Expr:
+    return pl.struct("__s1", "__s2", "__size").hash(_SEED).alias("__sig")
+
+
 def household_signatures(sample: Frame, household: str, keys: Sequence[str]) -> pl.LazyFrame:
     """Per household (its 64-bit ``household_key``): its signature and its size.
 
@@ -166,10 +187,10 @@ def household_signatures(sample: Frame, household: str, keys: Sequence[str]) -> 
     return (
         _lazy(sample)
         .filter(pl.col(household).is_not_null())
-        .select(household_key(household), member_tuple(keys), member_tuple(keys, _SEED + 1).alias("__t2"))
+        .select(household_key(household), *member_hashes(keys))
         .group_by(household)
         .agg(pl.col("__t").sum().alias("__s1"), pl.col("__t2").sum().alias("__s2"), pl.len().alias("__size"))
-        .select(pl.col(household), pl.struct("__s1", "__s2", "__size").hash(_SEED).alias("__sig"), "__size")
+        .select(pl.col(household), _signature(), "__size")
     )
 
 
@@ -190,33 +211,43 @@ class HouseholdRisk:
 def household_table(
     sample: Frame, household: str, keys: Sequence[str], classes: pl.DataFrame | None = None
 ) -> pl.DataFrame:
-    """Per household of ``sample``, in one streaming pass (sums only): key, signature, size and
-    sdcMicro's household risk ``1 - prod(1 - 1/f_i)`` (as ``1 - exp(sum log(1 - 1/f_i))``).
+    """Per household of ``sample`` (sums only): key, signature, size and sdcMicro's household
+    risk ``1 - prod(1 - 1/f_i)`` (as ``1 - exp(sum log(1 - 1/f_i))``; 1 with a unique member).
 
-    ``classes`` maps each member tuple (``__t``) to its class size ``__f`` in the release; by
-    default it is counted from ``sample`` (one more pass).
+    ``classes`` maps each member tuple (``__t``) to its class size ``__f`` in the release; then
+    the table is one streaming pass over ``sample``. By default the classes are counted among
+    the rows with a household link: one pass over ``sample`` then collects only two 64-bit
+    hashes per linked row, and both counts run on that narrow table.
     """
     keys = list(keys)
-    lazy = _lazy(sample).filter(pl.col(household).is_not_null())
-    if classes is None:
-        classes = lazy.select(member_tuple(keys)).group_by("__t").agg(pl.len().alias("__f")).collect()
-    rows = lazy.select(
-        household_key(household), member_tuple(keys), member_tuple(keys, _SEED + 1).alias("__t2")
+    rows = (
+        _lazy(sample)
+        .filter(pl.col(household).is_not_null())
+        .select(household_key(household), member_tuple(keys))
     )
+    if classes is None:
+        narrow = rows.collect(engine="streaming")
+        classes = narrow.group_by("__t").agg(pl.len().alias("__f"))
+        rows = narrow.lazy()
+    f = pl.col("__f").fill_null(1)
     return (
         rows.join(classes.lazy().select("__t", "__f"), on="__t", how="left")
         .group_by(household)
         .agg(
             pl.col("__t").sum().alias("__s1"),
-            pl.col("__t2").sum().alias("__s2"),
+            pl.col("__t").hash(_SEED + 1).sum().alias("__s2"),
             pl.len().alias("__size"),
-            (1.0 - 1.0 / pl.col("__f").fill_null(1)).log().sum().alias("__log"),
+            pl.when(f > 1)
+            .then(((1.0 - 1.0 / f).log() * _LOG_SCALE).round().cast(pl.Int64))
+            .otherwise(_LOG_UNIQUE)
+            .sum()
+            .alias("__log"),
         )
         .select(
             household,
-            pl.struct("__s1", "__s2", "__size").hash(_SEED).alias("__sig"),
+            _signature(),
             "__size",
-            (1.0 - pl.col("__log").exp()).alias("__h"),
+            (1.0 - (pl.col("__log") / _LOG_SCALE).exp()).alias("__h"),
         )
         .collect(engine="streaming")
         .with_columns(pl.len().over("__sig").alias("__g"))
@@ -229,7 +260,7 @@ def household_risk_of(table: pl.DataFrame, k: int) -> HouseholdRisk:
         return HouseholdRisk(0, 0, 0, 0, 0.0, 0.0, 0.0)
     table = table.with_columns(pl.len().over("__sig").alias("__g"))
     members = int(table["__size"].sum())
-    member_sum = float((table["__size"] / table["__g"]).sum())
+    member_sum = _fsum(table["__size"] / table["__g"])
     return HouseholdRisk(
         households=table.height,
         members=members,
@@ -237,7 +268,7 @@ def household_risk_of(table: pl.DataFrame, k: int) -> HouseholdRisk:
         below_k=int((table["__g"] < k).sum()),
         risk_max=float(1.0 / table["__g"].min()),  # type: ignore[operator]
         risk_mean=member_sum / members,
-        sdc_household_mean=float(table["__h"].mean()),  # type: ignore[arg-type]
+        sdc_household_mean=_fsum(table["__h"]) / table.height,
     )
 
 
@@ -286,5 +317,5 @@ def trajectory_risk(
         unique=int((t == 1).sum()),
         below_k=int((t < k).sum()),
         risk_max=float(1.0 / t.min()),  # type: ignore[operator]
-        risk_mean=float((1.0 / t).mean()),  # type: ignore[arg-type]
+        risk_mean=_fsum(1.0 / t) / table.height,
     )

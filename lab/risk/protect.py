@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
+import numpy as np
 import polars as pl
 
 from lab.policy import HouseholdLink, Longitudinal
@@ -77,9 +79,23 @@ def suppress_households(lazy: pl.LazyFrame, plan: HouseholdPlan) -> pl.LazyFrame
         return lazy.drop(plan.column, strict=False)
     if plan.suppressed.height == 0:
         return lazy
+    # Membership by binary search in the sorted keys, per batch: no hash table is built per
+    # morsel (``is_in`` on a literal of millions of keys) and no join buffers the rows.
+    hidden = np.sort(plan.suppressed[plan.column].to_numpy())
     column = pl.col(plan.column)
-    hidden = household_key(plan.column).is_in(plan.suppressed[plan.column].implode())
-    return lazy.with_columns(pl.when(hidden).then(None).otherwise(column).alias(plan.column))
+    flag = household_key(plan.column).map_batches(
+        partial(_is_hidden, hidden), return_dtype=pl.Boolean, is_elementwise=True
+    )
+    return lazy.with_columns(
+        pl.when(flag & column.is_not_null()).then(None).otherwise(column).alias(plan.column)
+    )
+
+
+def _is_hidden(hidden: np.ndarray, keys: pl.Series) -> pl.Series:
+    """Whether each 64-bit household key is one of the sorted ``hidden`` keys."""
+    values = keys.to_numpy()
+    at = np.minimum(np.searchsorted(hidden, values), len(hidden) - 1)
+    return pl.Series(keys.name, hidden[at] == values)
 
 
 @dataclass(frozen=True)
