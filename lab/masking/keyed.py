@@ -51,6 +51,8 @@ _CORE = 10
 _TAG = 4
 _TAG_PAD = np.frombuffer(b"dltag\x01", dtype=np.uint8)
 _MARK_PAD = np.frombuffer(b"dlmark01", dtype=np.uint8)
+# byte -> its two letters (high nibble first) as one little-endian uint16
+_LETTER_PAIRS = np.array([(97 + (b >> 4)) | ((97 + (b & 15)) << 8) for b in range(256)], dtype="<u2")
 
 
 def _derive(secret: bytes, label: str) -> bytes:
@@ -61,8 +63,11 @@ def _ecb(key: bytes, blocks: np.ndarray) -> np.ndarray:
     """AES-256 of every 16-byte row of ``blocks`` (an ``N x 16`` uint8 matrix)."""
     data = np.ascontiguousarray(blocks, dtype=np.uint8)
     encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    out = encryptor.update(data.tobytes()) + encryptor.finalize()
-    return np.frombuffer(out, dtype=np.uint8).reshape(-1, 16)
+    # straight into a NumPy buffer: no bytes copy of the input or the output
+    out = np.empty(data.size + 15, dtype=np.uint8)
+    written = encryptor.update_into(data, out)
+    encryptor.finalize()
+    return out[:written].reshape(-1, 16)
 
 
 @dataclass(frozen=True)
@@ -148,9 +153,7 @@ def tags(key: OrgKey, cores: np.ndarray) -> np.ndarray:
 def letters(raw: np.ndarray, valid: np.ndarray | None) -> pl.Series:
     """``N x B`` bytes as strings of ``2B`` letters a..p (nulls where ``valid`` is False)."""
     rows, width = raw.shape
-    out = np.empty((rows, 2 * width), dtype=np.uint8)
-    out[:, 0::2] = (raw >> 4) + ord("a")
-    out[:, 1::2] = (raw & 15) + ord("a")
+    out = _LETTER_PAIRS[raw].view(np.uint8).reshape(rows, 2 * width)
     offsets = np.arange(0, (rows + 1) * 2 * width, 2 * width, dtype=np.int64)
     validity = None if valid is None else pa.array(valid, type=pa.bool_()).buffers()[1]
     array = pa.LargeStringArray.from_buffers(
