@@ -238,7 +238,7 @@ def household_table(
             pl.col("__t").hash(_SEED + 1).sum().alias("__s2"),
             pl.len().alias("__size"),
             pl.when(f > 1)
-            .then(((1.0 - 1.0 / f).log() * _LOG_SCALE).round().cast(pl.Int64))
+            .then(((1.0 - 1.0 / f.clip(lower_bound=2)).log() * _LOG_SCALE).round().cast(pl.Int64))
             .otherwise(_LOG_UNIQUE)
             .sum()
             .alias("__log"),

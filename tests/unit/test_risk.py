@@ -20,7 +20,7 @@ from lab.risk import (
     refuse_if_exceeded,
     trajectory_risk,
 )
-from lab.risk.measures import household_key
+from lab.risk.measures import household_key, household_risk_of, household_table, member_tuple
 from lab.risk.report import RiskReport
 
 pytestmark = pytest.mark.unit
@@ -148,3 +148,15 @@ def test_a_link_must_be_declared_on_both_sides(tmp_path: Path) -> None:
         p.path.endswith("population.yaml") and "must declare the same linked datasets" in p.reason and p.line
         for p in problems
     )
+
+
+def test_household_risk_with_a_unique_member_and_given_classes_is_the_same() -> None:
+    # household 3's only member is unique in the release: its sdcMicro risk is 1
+    sample = pl.DataFrame(
+        {"h": [1, 1, 2, 2, 3, None], "sex": ["F", "M", "M", "F", "G", "F"], "age": [30, 40, 40, 30, 30, 30]}
+    )
+    risk = household_risk(sample, "h", ["sex", "age"], k=2)
+    assert risk.sdc_household_mean == pytest.approx((0.75 + 0.75 + 1.0) / 3)
+    classes = sample.filter(pl.col("h").is_not_null()).group_by("sex", "age").agg(pl.len().alias("__f"))
+    classes = classes.select(member_tuple(["sex", "age"]), "__f")
+    assert household_risk_of(household_table(sample, "h", ["sex", "age"], classes), 2) == risk
