@@ -15,8 +15,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-BUCKET_ROWS = 1_000_000
-PART_ROW_GROUP = 65_536
+BUCKET_ROWS = 500_000
+PART_ROW_GROUP = 32_768
 # The extract is written with pyarrow: Polars' Parquet writer spends several times longer on
 # columns of millions of distinct pseudonyms (its dictionary attempt) than on everything else.
 ROW_GROUP = 256 * 1024
