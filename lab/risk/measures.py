@@ -214,21 +214,37 @@ def household_table(
     """Per household of ``sample`` (sums only): key, signature, size and sdcMicro's household
     risk ``1 - prod(1 - 1/f_i)`` (as ``1 - exp(sum log(1 - 1/f_i))``; 1 with a unique member).
 
-    ``classes`` maps each member tuple (``__t``) to its class size ``__f`` in the release; then
-    the table is one streaming pass over ``sample``. By default the classes are counted among
-    the rows with a household link: one pass over ``sample`` then collects only two 64-bit
-    hashes per linked row, and both counts run on that narrow table.
+    One streaming pass over ``sample`` collects two 64-bit values per linked row (household
+    key, member tuple); the households are then aggregated on that narrow table, in parts of
+    at most ``HOUSEHOLD_PART_ROWS`` rows by household key (a group-by's memory grows with its
+    groups, and these are millions). ``classes`` maps each member tuple (``__t``) to its class
+    size ``__f`` in the release; by default it is counted among the rows with a household link.
     """
     keys = list(keys)
-    rows = (
+    narrow = (
         _lazy(sample)
         .filter(pl.col(household).is_not_null())
         .select(household_key(household), member_tuple(keys))
+        .collect(engine="streaming")
     )
     if classes is None:
-        narrow = rows.collect(engine="streaming")
         classes = narrow.group_by("__t").agg(pl.len().alias("__f"))
-        rows = narrow.lazy()
+    parts = max(1, -(-narrow.height // HOUSEHOLD_PART_ROWS))
+    rows = narrow.lazy()
+    tables = [
+        _household_part(
+            rows if parts == 1 else rows.filter(pl.col(household) % parts == part), household, classes
+        )
+        for part in range(parts)
+    ]
+    return pl.concat(tables).with_columns(pl.len().over("__sig").alias("__g"))
+
+
+HOUSEHOLD_PART_ROWS = 2_500_000
+
+
+def _household_part(rows: pl.LazyFrame, household: str, classes: pl.DataFrame) -> pl.DataFrame:
+    """The ``household_table`` columns but the signature counts, for the households in ``rows``."""
     f = pl.col("__f").fill_null(1)
     return (
         rows.join(classes.lazy().select("__t", "__f"), on="__t", how="left")
@@ -250,7 +266,6 @@ def household_table(
             (1.0 - (pl.col("__log") / _LOG_SCALE).exp()).alias("__h"),
         )
         .collect(engine="streaming")
-        .with_columns(pl.len().over("__sig").alias("__g"))
     )
 
 
