@@ -65,7 +65,7 @@ def _ecb(key: bytes, blocks: np.ndarray) -> np.ndarray:
     encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
     # straight into a NumPy buffer: no bytes copy of the input or the output
     out = np.empty(data.size + 15, dtype=np.uint8)
-    written = encryptor.update_into(data, out)
+    written = encryptor.update_into(data.data, out.data)
     encryptor.finalize()
     return out[:written].reshape(-1, 16)
 
