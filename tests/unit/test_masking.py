@@ -201,6 +201,13 @@ def test_pseudonyms_are_per_value_whatever_the_batch() -> None:
     assert pseudonymise(A, "utility", values)[0] != together[0]
 
 
+def test_runs_of_one_value_get_the_pseudonym_each_value_gets_alone() -> None:
+    # a household's members are adjacent in a register: runs are encrypted once, not differently
+    values = pl.Series("household", ["h1"] * 4 + [None, None] + ["h2"] * 3 + ["h1"] + ["h3"] * 5)
+    alone = [pseudonymise(A, "person", pl.Series("household", [v]))[0] for v in values.to_list()]
+    assert pseudonymise(A, "person", values).to_list() == alone
+
+
 def _with_column(policy: Policy, name: str, **changes: object) -> Policy:
     column = dataclasses.replace(policy.columns[name], **changes)  # type: ignore[arg-type]
     return dataclasses.replace(policy, columns={**policy.columns, name: column})
