@@ -83,19 +83,23 @@ def suppress_households(lazy: pl.LazyFrame, plan: HouseholdPlan) -> pl.LazyFrame
     # morsel (``is_in`` on a literal of millions of keys) and no join buffers the rows.
     hidden = np.sort(plan.suppressed[plan.column].to_numpy())
     column = pl.col(plan.column)
-    flag = household_key(plan.column).map_batches(
-        partial(_is_hidden, hidden), return_dtype=pl.Boolean, is_elementwise=True
-    )
+    flag = column.map_batches(partial(_is_hidden, hidden), return_dtype=pl.Boolean, is_elementwise=True)
     return lazy.with_columns(
         pl.when(flag & column.is_not_null()).then(None).otherwise(column).alias(plan.column)
     )
 
 
-def _is_hidden(hidden: np.ndarray, keys: pl.Series) -> pl.Series:
-    """Whether each 64-bit household key is one of the sorted ``hidden`` keys."""
-    values = keys.to_numpy()
-    at = np.minimum(np.searchsorted(hidden, values), len(hidden) - 1)
-    return pl.Series(keys.name, hidden[at] == values)
+def _is_hidden(hidden: np.ndarray, households: pl.Series) -> pl.Series:
+    """Whether the 64-bit key (``household_key``) of each household is one of the sorted
+    ``hidden`` keys. Runs of one household (its members are adjacent in a register) are
+    looked up once."""
+    runs = households.rle_id()
+    firsts = households.filter(runs != runs.shift(1, fill_value=-1))
+    values = firsts.to_frame().select(household_key(households.name)).to_series().to_numpy()
+    order = np.argsort(values)  # sorted needles: each search starts where the last one ended
+    at = np.empty(len(values), dtype=np.intp)
+    at[order] = np.minimum(np.searchsorted(hidden, values[order]), len(hidden) - 1)
+    return pl.Series(households.name, hidden[at] == values).gather(runs)
 
 
 @dataclass(frozen=True)
