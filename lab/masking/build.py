@@ -121,17 +121,31 @@ class _Plan:
             if name not in self.pseudonyms
         }
         self.keys = list(policy.quasi_identifiers)
-        self.stats = self._group_stats(lazy)
+        # Groups are counted on unlabelled values (a date band is its first year); labelling is
+        # one-to-one, so ``stats`` (labelled, as released) has the same groups in the same order.
+        self.raw_stats = self._group_stats(lazy)
+        self.stats = self.raw_stats.with_columns(
+            band_label(pl.col(n), policy.columns[n]).alias(n)
+            for n in self.keys
+            if is_date_band(policy.columns[n])
+        )
         ok = pl.col("__units") >= policy.k
         for name in policy.sensitive:
             ok &= pl.col(f"__l_{name}") >= policy.l
-        self.allowed = self.stats.filter(ok)
+        self.allowed, self.raw_allowed = self.stats.filter(ok), self.raw_stats.filter(ok)
         self._guard(lazy)
         released = self._released(lazy)
         self.households = (
             None
             if policy.household is None
-            else plan_households(released, policy.household, self.keys, policy.k, purpose, self._classes())
+            else plan_households(
+                self._linked(lazy, policy.household.column),
+                policy.household,
+                self.keys,
+                policy.k,
+                purpose,
+                self.raw_allowed.select(member_tuple(self.keys), pl.col("__units").alias("__f")),
+            )
         )
         self.trajectories = (
             None
@@ -164,7 +178,7 @@ class _Plan:
         )
         first = level1.collect(engine="streaming").with_columns(
             band_label(pl.col(n), policy.columns[n]).alias(n)
-            for n in names
+            for n in sensitive
             if is_date_band(policy.columns[n])
         )
         aggs = [pl.col("__n").sum().alias("__rows")]
@@ -198,10 +212,6 @@ class _Plan:
                 reason="leak",
             )
 
-    def _classes(self) -> pl.DataFrame:
-        """Released classes by member tuple (``lab.risk.measures.member_tuple``) and size."""
-        return self.allowed.select(member_tuple(self.keys), pl.col("__units").alias("__f"))
-
     def _released_classes(self) -> pl.DataFrame | None:
         """The written extract's classes, when they are exactly the allowed groups: one row per
         privacy unit and no trajectory suppression or aggregation after the group check."""
@@ -209,6 +219,20 @@ class _Plan:
         if not self.keys or not by_rows or self.trajectories is not None:
             return None
         return self.allowed.rename({"__units": "__f"})
+
+    def _linked(self, lazy: pl.LazyFrame, household: str) -> pl.LazyFrame:
+        """The household link and unlabelled quasi-identifiers of the rows in classes of at least
+        k: what the household plan needs (hashing a band's first year is cheaper than its label)."""
+        policy = self.policy
+        exprs = [value_expr(policy.columns[n], self.frequent, labelled=False).alias(n) for n in self.keys]
+        out = lazy.select(*exprs, pl.col(household))
+        if self.allowed.height == 0:
+            return out.limit(0)
+        if self.allowed.height < self.stats.height:
+            out = out.join(
+                self.raw_allowed.select(self.keys).lazy(), on=self.keys, how="semi", nulls_equal=True
+            )
+        return out
 
     def _released(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
         """Released values of the rows in classes of at least k (identifiers still raw)."""
@@ -353,7 +377,8 @@ def mask_parquet(
     temporary = target.with_name(f".{target.name}.partial")
     try:
         rows_hint = int(plan.stats["__rows"].sum())
-        sink_shuffled(plan.query(pl.scan_parquet(source)), temporary, plan.seed, rows_hint)
+        query = plan.query(pl.scan_parquet(source))
+        sink_shuffled(query, temporary, plan.seed, rows_hint, distinct=list(plan.pseudonyms))
         rows_out = pq.ParquetFile(temporary).metadata.num_rows
         risk = plan.risk(pl.scan_parquet(temporary))
         digest = _sha256(temporary)
