@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import polars as pl
 
 ID_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(18))  # 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2 1
@@ -134,56 +135,75 @@ def is_mobile(value: str) -> bool:
     return len(digits) == 11 and digits.isdigit() and digits[0] == "1" and digits[1] in "3456789"
 
 
-# ---- vectorised validators: Polars expressions over a String column ------------------------
+# ---- vectorised validators over a String Series (NumPy on fixed-width byte matrices) -------
 
 
-def _digit(s: pl.Expr, i: int) -> pl.Expr:
-    return s.str.slice(i, 1).cast(pl.Int64, strict=False)
+def _matrix(values: pl.Series, width: int) -> np.ndarray:
+    """An ``N x width`` matrix of the bytes of ASCII strings that are all ``width`` long."""
+    if values.len() == 0:
+        return np.zeros((0, width), dtype=np.int64)
+    joined = values.str.join("").item().encode("ascii")
+    return np.frombuffer(joined, dtype=np.uint8).reshape(-1, width).astype(np.int64)
 
 
-def resident_id_expr(s: pl.Expr, today: date | None = None) -> pl.Expr:
-    """Boolean expression: the (upper-cased) value is a valid GB 11643 number."""
-    total = sum((_digit(s, i) * w for i, w in enumerate(ID_WEIGHTS[:17])), pl.lit(0, pl.Int64))
-    last = pl.when(s.str.slice(17, 1) == "X").then(10).otherwise(_digit(s, 17))
-    born = s.str.slice(6, 8).str.to_date("%Y%m%d", strict=False)
-    return (
-        s.str.contains(ID_SHAPE)
-        & ((total + last) % 11 == 1)
-        & born.is_between(MIN_BIRTH, today or date.today())
-    ).fill_null(False)
+def _scatter(shape: pl.Series, ok: np.ndarray) -> pl.Series:
+    """The full-length mask: True where ``shape`` holds and the check ``ok`` passed."""
+    result = np.zeros(shape.len(), dtype=bool)
+    result[np.flatnonzero(shape.to_numpy())] = ok
+    return pl.Series(result)
 
 
-def credit_code_expr(s: pl.Expr) -> pl.Expr:
-    """Boolean expression: the (upper-cased) value passes the GB 11714 and GB 32100 checks."""
-
-    def value(i: int, table: dict[str, int]) -> pl.Expr:
-        return s.str.slice(i, 1).replace_strict(table, default=None, return_dtype=pl.Int64)
-
-    total = sum((value(i, _CREDIT_VALUE) * w for i, w in enumerate(CREDIT_WEIGHTS)), pl.lit(0, pl.Int64))
-    check = (31 - total % 31) % 31
-    org = sum((value(8 + i, _ORG_VALUE) * w for i, w in enumerate(ORG_WEIGHTS)), pl.lit(0, pl.Int64))
-    org_check = 11 - org % 11  # 10 is X, 11 is 0
-    org_char = value(16, _ORG_VALUE)  # X is worth 33 in GB 11714, so compare as characters
-    org_ok = pl.when(org_check == 10).then(s.str.slice(16, 1) == "X").otherwise(org_char == org_check % 11)
-    return (s.str.contains(CREDIT_SHAPE) & (value(17, _CREDIT_VALUE) == check) & org_ok).fill_null(False)
+def resident_id_mask(values: pl.Series, today: date | None = None) -> pl.Series:
+    """Per (upper-cased) value: a valid GB 11643 number (shape, birth date, check)."""
+    shape = values.str.contains(ID_SHAPE).fill_null(False)
+    chosen = values.filter(shape)
+    m = _matrix(chosen, 18) - ord("0")
+    m[:, 17] = np.where(m[:, 17] == ord("X") - ord("0"), 10, m[:, 17])
+    checked = (m @ np.array(ID_WEIGHTS)) % 11 == 1
+    born = chosen.str.slice(6, 8).str.to_date("%Y%m%d", strict=False)
+    dated = born.is_between(MIN_BIRTH, today or date.today()).fill_null(False).to_numpy()
+    return _scatter(shape, checked & dated)
 
 
-def card_digits_expr(s: pl.Expr) -> pl.Expr:
-    """The value without spaces and dashes (card numbers are often written in groups of 4)."""
-    return s.str.replace_all(r"[ \-]", "")
+_CREDIT_TABLE = np.full(128, -1, dtype=np.int64)
+_ORG_TABLE = np.full(128, -1, dtype=np.int64)
+for _char, _value in _CREDIT_VALUE.items():
+    _CREDIT_TABLE[ord(_char)] = _value
+    _ORG_TABLE[ord(_char)] = _ORG_VALUE[_char]
 
 
-def luhn_expr(digits: pl.Expr) -> pl.Expr:
-    """Boolean expression: a 16-19 digit string passing Luhn, not one repeated digit."""
-    reverse = digits.str.reverse()
-    total = pl.lit(0, pl.Int64)
-    for i in range(19):
-        d = _digit(reverse, i).fill_null(0)
-        if i % 2:
-            d = pl.when(d * 2 > 9).then(d * 2 - 9).otherwise(d * 2)
-        total = total + d
-    repeated = digits.str.strip_chars(digits.str.slice(0, 1)) == ""
-    return (digits.str.contains(CARD_SHAPE) & (total % 10 == 0) & ~repeated).fill_null(False)
+def credit_code_mask(values: pl.Series) -> pl.Series:
+    """Per (upper-cased) value: passes the GB 11714 and GB 32100 check characters."""
+    shape = values.str.contains(CREDIT_SHAPE).fill_null(False)
+    raw = _matrix(values.filter(shape), 18)
+    credit, org = _CREDIT_TABLE[raw], _ORG_TABLE[raw]
+    check = (31 - (credit[:, :17] @ np.array(CREDIT_WEIGHTS)) % 31) % 31
+    org_check = 11 - (org[:, 8:16] @ np.array(ORG_WEIGHTS)) % 11  # 10 is X, 11 is 0
+    org_ok = np.where(org_check == 10, raw[:, 16] == ord("X"), org[:, 16] == org_check % 11)
+    return _scatter(shape, (credit[:, 17] == check) & org_ok)
+
+
+def card_digits(values: pl.Series) -> pl.Series:
+    """The values without spaces and dashes (card numbers are often written in groups of 4)."""
+    return values.str.replace_all(r"[ \-]", "")
+
+
+def luhn_mask(digits: pl.Series) -> pl.Series:
+    """Per string of digits: 16-19 digits passing Luhn, not one repeated digit."""
+    shape = digits.str.contains(CARD_SHAPE).fill_null(False)
+    chosen = digits.filter(shape)
+    ok = np.zeros(chosen.len(), dtype=bool)
+    lengths = chosen.str.len_bytes().to_numpy()
+    for width in range(16, 20):
+        rows = np.flatnonzero(lengths == width)
+        if not rows.size:
+            continue
+        m = _matrix(chosen.gather(rows), width)[:, ::-1] - ord("0")  # rightmost digit first
+        doubled = m[:, 1::2] * 2
+        total = m[:, ::2].sum(axis=1) + (doubled - 9 * (doubled > 9)).sum(axis=1)
+        repeated = (m == m[:, :1]).all(axis=1)
+        ok[rows] = (total % 10 == 0) & ~repeated
+    return _scatter(shape, ok)
 
 
 def mobile_digits_expr(s: pl.Expr) -> pl.Expr:
@@ -200,18 +220,18 @@ def mobile_expr(s: pl.Expr) -> pl.Expr:
 __all__ = [
     "CHANCE",
     "CREDIT_CHARSET",
-    "card_digits_expr",
+    "card_digits",
     "credit_code_check",
-    "credit_code_expr",
+    "credit_code_mask",
     "is_bank_card",
     "is_credit_code",
     "is_mobile",
     "is_resident_id",
-    "luhn_expr",
+    "luhn_mask",
     "luhn_ok",
     "mobile_expr",
     "normalise_mobile",
     "organisation_code_check",
     "resident_id_check",
-    "resident_id_expr",
+    "resident_id_mask",
 ]

@@ -147,13 +147,15 @@ def _whole_matches(values: pl.Series, today: date | None) -> dict[str, pl.Series
     """Per kind, the values that match it as a whole (pre-filtered by length for speed)."""
     length = values.str.len_chars()
     eighteen = values.filter(length == 18).str.to_uppercase()
+    cards = values.filter(length.is_between(16, 23) & values.str.contains(r"^[0-9][0-9 \-]+$"))
     return {
-        "resident_id": _filter(eighteen, lambda v: checks.resident_id_expr(v, today)),
-        "credit_code": _filter(eighteen, checks.credit_code_expr),
-        "bank_card": _filter(
-            values.filter(length.is_between(16, 23)), lambda v: checks.luhn_expr(checks.card_digits_expr(v))
+        "resident_id": eighteen.filter(checks.resident_id_mask(eighteen, today)),
+        "credit_code": eighteen.filter(checks.credit_code_mask(eighteen)),
+        "bank_card": cards.filter(checks.luhn_mask(checks.card_digits(cards))),
+        "mobile": _filter(
+            values.filter(length.is_between(11, 17) & values.str.contains(r"^[0-9+][0-9 \-]+$")),
+            checks.mobile_expr,
         ),
-        "mobile": _filter(values.filter(length.is_between(11, 17)), checks.mobile_expr),
         "email": _filter(values.filter(values.str.contains("@", literal=True)), patterns.email_expr),
         "licence_plate": _filter(values.filter(length.is_between(7, 9)), patterns.plate_expr),
         "person_name": _filter(values.filter(length.is_between(2, 21)), patterns.name_expr),
@@ -230,7 +232,7 @@ def _embedded(
     found: dict[str, pl.Series] = {}
     if text.len():
         ids = text.str.extract(patterns.ID_IN_TEXT, 1).str.to_uppercase().drop_nulls()
-        found["resident_id"] = _filter(ids, lambda v: checks.resident_id_expr(v, today))
+        found["resident_id"] = ids.filter(checks.resident_id_mask(ids, today))
         found["mobile"] = text.str.extract(r"(1[3-9][0-9](?:[ \-]?[0-9]{4}){2})", 1).filter(
             text.str.contains(patterns.MOBILE_IN_TEXT)
         )

@@ -2,13 +2,14 @@
 
 The file is read once, in record batches (Arrow's streaming CSV reader, Parquet row groups);
 each column keeps at most ``2 x cap`` of its non-empty values, evenly spread over the file:
-when a column's sample outgrows that, every second value is dropped and from then on only
-every second (fourth, ...) value is taken. Memory is bounded by the batch size and the caps,
-not by the file.
+when a column's sample outgrows that, every second kept value is dropped and from then on
+only every second (fourth, ...) row is looked at (a sparse column keeps a shorter stride).
+Memory is bounded by the batch size and the caps, not by the file. Whole-file passes are
+only a count of quote bytes (a quote never closed) and, on the error path, Python's ``csv``.
 
 CSV files are UTF-8 (a BOM is allowed) or GB18030. The first MiB decides which is tried
 first; a file that turns out not to be UTF-8 further on is read again as GB18030. A file in
-neither is refused naming the line of the first byte that fits neither. A malformed row
+neither is refused, naming the line of the first byte that fits neither. A malformed row
 (wrong number of fields, a quote never closed) is refused naming file and line: the fast
 reader only notices that something is wrong, and Python's ``csv`` module then finds the
 line (physical lines, so a quoted field spanning lines counts each line).
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 from lab.errors import ConfigError, NotFound
 
 DEFAULT_CAP = 100_000
-BLOCK_SIZE = 8 << 20  # bytes of CSV per batch
+BLOCK_SIZE = 4 << 20  # bytes of CSV per batch (Arrow reads a few blocks ahead)
 PARQUET_BATCH = 65_536  # rows per Parquet batch
 HEAD_BYTES = 1 << 20
 
@@ -66,50 +67,57 @@ class _Sampler:
         self.dtypes: dict[str, str] = {}
 
     def add(self, frame: pl.DataFrame) -> None:
+        """Take this batch's share of every column (one Polars query for all columns)."""
         self.rows += frame.height
-        for name in frame.columns:
-            column = frame.get_column(name)
+        exprs = []
+        for name, dtype in frame.schema.items():
             if name not in self.chunks:
                 self.chunks[name], self.kept[name], self.seen[name] = [], 0, 0
                 self.stride[name], self.empty[name] = 1, 0
-                self.dtypes[name] = str(column.dtype)
-            text = _as_text(column)
-            if text is None:
+                self.dtypes[name] = str(dtype)
+            if not _textual(dtype):
                 continue
-            text = text.str.strip_chars()
-            present = text.filter(text.is_not_null() & (text != ""))
-            self.empty[name] += frame.height - present.len()
+            # Every stride-th row (from where the last batch left off), then blanks dropped:
+            # a sparse column keeps a short stride, as only its kept values count.
             stride = self.stride[name]
             offset = (stride - self.seen[name] % stride) % stride
-            self.seen[name] += present.len()
-            taken = present.gather_every(stride, offset) if stride > 1 else present
-            self.chunks[name].append(taken)
-            self.kept[name] += taken.len()
+            self.seen[name] += frame.height
+            text = pl.col(name).cast(pl.String)
+            taken = text.gather_every(stride, offset) if stride > 1 else text
+            exprs += [
+                taken.filter(taken.str.len_bytes() > 0).implode().alias(name),
+                (text.is_null() | (text.str.len_bytes() == 0)).sum().alias(f"{name}\0empty"),
+            ]
+        if not exprs:
+            return
+        row = frame.select(exprs)
+        for name in self.chunks:
+            if name not in row.columns:
+                continue
+            kept = row.get_column(name).explode().drop_nulls()
+            self.empty[name] += int(row.get_column(f"{name}\0empty").item())
+            self.chunks[name].append(kept)
+            self.kept[name] += kept.len()
             if self.kept[name] > 2 * self.cap:
                 merged = pl.concat(self.chunks[name]).gather_every(2)
                 self.chunks[name], self.kept[name] = [merged], merged.len()
-                self.stride[name] = stride * 2
+                self.stride[name] *= 2
 
     def sample(self, path: str, fmt: str, encoding: str | None) -> Sample:
         values = {}
         for name, chunks in self.chunks.items():
             series = pl.concat(chunks) if chunks else pl.Series(name, [], pl.String)
+            series = series.str.strip_chars()
+            series = series.filter(series != "")  # blank values (only spaces) are empty too
             if series.len() > self.cap:
                 series = series.gather_every(math.ceil(series.len() / self.cap))
             values[name] = series.rename(name)
         return Sample(path, fmt, encoding, self.rows, values, dict(self.dtypes), dict(self.empty))
 
 
-def _as_text(column: pl.Series) -> pl.Series | None:
-    """The column as strings (numbers, dates), or None for nested and binary types."""
-    if column.dtype == pl.String:
-        return column
-    if column.dtype.is_nested() or column.dtype == pl.Binary or column.dtype == pl.Object:
-        return None
-    try:
-        return column.cast(pl.String)
-    except pl.exceptions.PolarsError:
-        return None
+def _textual(dtype: pl.DataType) -> bool:
+    """True for types scanned as text (strings, numbers, dates); nested and binary are not."""
+    return not (dtype.is_nested() or dtype == pl.Binary or dtype == pl.Object or dtype == pl.Null)
 
 
 def read_sample(path: str | Path, cap: int = DEFAULT_CAP) -> Sample:
