@@ -23,6 +23,7 @@ from __future__ import annotations
 import codecs
 import csv
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from lab.discovery.checks import is_bank_card, is_credit_code, is_mobile, is_resident_id
+from lab.discovery.patterns import EMAIL_PATTERN
 from lab.errors import ConfigError, NotFound
 
 DEFAULT_CAP = 100_000
@@ -56,8 +59,9 @@ class Sample:
 class _Sampler:
     """Evenly spread samples of up to ``2 x cap`` non-empty values per column."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, path: Path) -> None:
         self.cap = cap
+        self.path = path
         self.rows = 0
         self.chunks: dict[str, list[pl.Series]] = {}
         self.kept: dict[str, int] = {}
@@ -90,7 +94,12 @@ class _Sampler:
             ]
         if not exprs:
             return
-        row = frame.select(exprs)
+        try:
+            row = frame.select(exprs)
+        except pl.exceptions.PolarsError:  # its message may quote a value: not passed on
+            raise ConfigError(
+                f"{self.path}: a column cannot be read as text (无法将列读取为文本)", reason="unreadable"
+            ) from None
         for name in self.chunks:
             if name not in row.columns:
                 continue
@@ -116,8 +125,14 @@ class _Sampler:
 
 
 def _textual(dtype: pl.DataType) -> bool:
-    """True for types scanned as text (strings, numbers, dates); nested and binary are not."""
-    return not (dtype.is_nested() or dtype == pl.Binary or dtype == pl.Object or dtype == pl.Null)
+    """True for types scanned as text: strings, categories, numbers, dates, booleans."""
+    return (
+        dtype.is_numeric()
+        or (dtype.is_temporal() and not isinstance(dtype, pl.Duration))
+        or dtype == pl.String
+        or dtype == pl.Boolean
+        or isinstance(dtype, pl.Categorical | pl.Enum)
+    )
 
 
 def read_sample(path: str | Path, cap: int = DEFAULT_CAP) -> Sample:
@@ -146,7 +161,7 @@ def read_sample(path: str | Path, cap: int = DEFAULT_CAP) -> Sample:
 
 
 def _read_parquet(path: Path, cap: int) -> Sample:
-    sampler = _Sampler(cap)
+    sampler = _Sampler(cap, path)
     try:
         parquet = pq.ParquetFile(path)
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH):
@@ -232,12 +247,26 @@ def _header(path: Path, encoding: str) -> list[str]:
         )
     seen: set[str] = set()
     for i, name in enumerate(header, 1):
+        if _looks_like_data(name):
+            # A file without a header: its first row would be printed as column names.
+            raise ConfigError(
+                f"{path}:1: the first row holds data (column {i} is an identifier), not column names "
+                "(首行是数据而不是列名); add a header row",
+                reason="malformed-row",
+            )
         if not name.strip():
             raise ConfigError(f"{path}:1: column {i} has no name (第 {i} 列没有列名)", reason="malformed-row")
         if name in seen:
             raise ConfigError(f"{path}:1: duplicate column name {name!r} (列名重复)", reason="malformed-row")
         seen.add(name)
     return header
+
+
+def _looks_like_data(name: str) -> bool:
+    """True if a header cell is itself an identifier (ID, credit code, card, phone, e-mail)."""
+    name = name.strip()
+    checks = (is_resident_id, is_credit_code, is_bank_card, is_mobile)
+    return any(check(name) for check in checks) or re.fullmatch(EMAIL_PATTERN, name) is not None
 
 
 def _batches(path: Path, encoding: str, header: list[str]) -> Iterator[pl.DataFrame]:
@@ -255,7 +284,7 @@ def _batches(path: Path, encoding: str, header: list[str]) -> Iterator[pl.DataFr
 
 def _read_csv_as(path: Path, encoding: str, cap: int) -> Sample:
     header = _header(path, encoding)
-    sampler = _Sampler(cap)
+    sampler = _Sampler(cap, path)
     try:
         for frame in _batches(path, encoding, header):
             sampler.add(frame)

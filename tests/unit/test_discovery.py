@@ -321,11 +321,13 @@ def test_parquet_with_typed_columns(tmp_path: Path) -> None:
             "x2": [date(1940, 1, 1) + timedelta(days=rng.randrange(27_000)) for _ in range(300)],
             "x3": [rng.uniform(0, 1000) for _ in range(300)],
             "x4": [[1, 2]] * 300,
+            "x5": [timedelta(seconds=i) for i in range(300)],
         }
     )
     frame.write_parquet(tmp_path / "typed.parquet")
     scanned = scan_source(tmp_path / "typed.parquet", today=TODAY)
-    assert [f.kind for f in scanned.columns] == ["mobile", "birth_date", None, None]
+    assert [f.kind for f in scanned.columns] == ["mobile", "birth_date", None, None, None]
+    assert scanned.columns[3].evidence.values == 0  # nested: not scanned, and said so
     assert scanned.format == "parquet" and scanned.rows == 300
 
 
@@ -367,10 +369,30 @@ def test_malformed_row_names_file_and_line(tmp_path: Path, text: str, line: int)
     assert f"{path}:{line}:" in error.message
 
 
+def test_a_file_without_header_is_refused_without_printing_its_first_row(tmp_path: Path) -> None:
+    rng = random.Random(10)
+    first = _resident_id(rng)
+    path = _write_csv(tmp_path / "nohead.csv", {first: [_resident_id(rng) for _ in range(10)]})
+    error = _error(path)
+    assert error.reason == "malformed-row" and f"{path}:1:" in error.message
+    assert first not in error.message and first not in error.detail
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    assert "header" in _error(empty).message
+
+
 def test_a_lone_quote_inside_a_field_is_not_an_error(tmp_path: Path) -> None:
     path = tmp_path / "inch.csv"
     path.write_text('item,size\nscreen,5" wide\nphone,6\n', encoding="utf-8")
     assert scan_source(path).rows == 2
+
+
+def test_the_cli_reports_a_bad_file_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b\n1,2\n3\n", encoding="utf-8")
+    assert cli.main(["dataset", "scan", str(path), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"datalab: error: {path}:3: malformed CSV row")
 
 
 def test_unknown_encoding_is_refused(tmp_path: Path) -> None:
