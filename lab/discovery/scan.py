@@ -13,8 +13,9 @@ that match it as a whole (``match: whole``). A kind is proposed when
 
 The highest share wins (ties in ``KINDS`` order). A column where no kind wins is searched for
 identifiers inside free text (``match: embedded``): mobile numbers, resident ID numbers
-(check character verified) and e-mail addresses in at least ``EMBEDDED_MIN_SHARE`` of the
-values (and two of them); such a column is proposed for ``drop``.
+(check character verified) and e-mail addresses. One is enough (``EMBEDDED_MIN``): a phone
+number in one remark of a hundred thousand is still a leak. Plain numbers are not free text
+(an amount is not searched for phone numbers). Such a column is proposed for ``drop``.
 
 Nothing here prints or logs a value: evidence examples are masked by ``Kind.mask``.
 """
@@ -35,7 +36,7 @@ from lab.discovery.kinds import EMBEDDED, FREE_TEXT, KINDS, NOTHING, Kind
 from lab.discovery.source import DEFAULT_CAP, Sample, read_sample
 
 MIN_DISTINCT_NAMES = 50  # or half the matching values, whichever is smaller
-EMBEDDED_MIN_SHARE = 0.005
+EMBEDDED_MIN = 1  # identifiers found inside a free-text column before it is flagged
 CHANCE_BOUND = math.log(1e6)  # n KL(share || chance) at least this: chance below 1e-6
 EXAMPLES = 3
 
@@ -237,8 +238,7 @@ def _embedded(
             text.str.contains(patterns.MOBILE_IN_TEXT)
         )
         found["email"] = text.str.extract(f"({patterns.EMAIL_IN_TEXT})", 1).drop_nulls()
-    minimum = max(2, math.ceil(EMBEDDED_MIN_SHARE * n))
-    hits = {k: found[k] for k in EMBEDDED if k in found and found[k].len() >= minimum}
+    hits = {k: found[k] for k in EMBEDDED if k in found and found[k].len() >= EMBEDDED_MIN}
     for k, m in found.items():
         if m.len():
             scores[f"{k}_in_text"] = round(m.len() / n, 4)

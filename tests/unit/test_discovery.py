@@ -280,6 +280,20 @@ def test_few_values_passing_by_chance_are_not_enough() -> None:
     assert classify("c", categories, today=TODAY).kind != "person_name"
 
 
+def test_one_phone_number_in_a_long_free_text_column_is_enough() -> None:
+    rng = random.Random(11)
+    texts = ["材料齐全，待审核"] * 4_999 + [f"请回拨{_mobile(rng)}"]
+    finding = classify("remark", pl.Series(texts), today=TODAY)
+    assert (finding.kind, finding.match, finding.rule, finding.evidence.matches) == (
+        "mobile",
+        "embedded",
+        "drop",
+        1,
+    )
+    amounts = pl.Series([f"{rng.uniform(1e10, 2e10):.2f}" for _ in range(100)])  # numbers, not text
+    assert classify("amount", amounts, today=TODAY).kind is None
+
+
 def test_individual_business_codes_are_personal_information() -> None:
     rng = random.Random(9)
     codes = pl.Series([_credit_code(rng, category="92") for _ in range(200)])
