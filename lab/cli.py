@@ -125,6 +125,19 @@ def cmd_dataset_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_dataset_scan(args: argparse.Namespace, settings: Settings) -> int:
+    from lab import discovery
+
+    if args.sample < 1:
+        raise ConfigError(f"--sample must be at least 1, got {args.sample} (样本数至少为 1)")
+    result = discovery.scan_source(args.source, cap=args.sample)
+    if args.json:
+        print(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+    else:
+        print(discovery.to_text(result))
+    return 0
+
+
 def cmd_policy_check(args: argparse.Namespace, settings: Settings) -> int:
     from lab import datasets
     from lab.policy import check_policies
@@ -257,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = dataset.add_parser("list", help="the catalogue: rows, owner, update time, column classification")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_dataset_list)
+    p = dataset.add_parser(
+        "scan", help="find sensitive columns by their values and propose grading, PI class and rule"
+    )
+    p.add_argument("source", help="a CSV (UTF-8 or GB18030) or Parquet file")
+    p.add_argument("--json", action="store_true", help="one JSON object per column (column, kind, ...)")
+    p.add_argument("--sample", type=int, default=100_000, help="values sampled per column")
+    p.set_defaults(func=cmd_dataset_scan)
 
     policy = sub.add_parser("policy", help="dataset policies").add_subparsers(dest="verb", required=True)
     policy.add_parser("check", help="validate every policy file").set_defaults(func=cmd_policy_check)
