@@ -44,7 +44,7 @@ def sink_shuffled(
     options = _write_options(columns, distinct)
     if buckets == 1:
         frame = keyed_order(lazy, seed).collect(engine="streaming").rechunk()
-        pq.write_table(frame.to_arrow(), target, row_group_size=ROW_GROUP, **options)
+        pq.write_table(_arrow(frame), target, row_group_size=ROW_GROUP, **options)
         return
     parts = target.with_name(f"{target.name}.parts")
     try:
@@ -97,4 +97,10 @@ def _permuted(folder: Path, columns: list[str], seed: int) -> pa.Table | None:
         return None
     # one chunk per column first: a gather across chunks is several times slower
     frame = pl.read_parquet(files).drop("__order").rechunk()
-    return frame.sample(fraction=1.0, shuffle=True, seed=seed).select(columns).to_arrow()
+    return _arrow(frame.sample(fraction=1.0, shuffle=True, seed=seed).select(columns))
+
+
+def _arrow(frame: pl.DataFrame) -> pa.Table:
+    """``frame`` as Arrow without copying its strings (string views, as Polars holds them; the
+    Parquet file stores plain strings either way, read back by Polars as ``String``)."""
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest())
