@@ -2,7 +2,7 @@
 """Benchmark DP extracts on a population register: DP tables and DP synthetic data.
 
 A population register of ``--rows`` residents is generated into Parquet
-(``lab.datasets.write_parquet``) and read through the gateway's DP view
+(``lab.synthetic.write_parquet``) and read through the gateway's DP view
 (``lab.rawtables.dp_view``), as the gateway does. Each kind runs in its own process
 (so ``peak_rss_mb`` is its own) and prints one JSON line::
 
@@ -72,10 +72,10 @@ def _table(path: Path) -> Any:
     """The gateway's Table for the Parquet file (as RawTables.table builds it)."""
     import polars as pl
 
-    from lab.datasets.domains import public_keys
     from lab.dp import FrameMeta, PrivacyUnit
     from lab.policy import load_policies
     from lab.rawtables import Table, dp_view
+    from lab.synthetic.domains import public_keys
 
     policy = load_policies(ROOT / "policies")["population"]
     frame, columns = dp_view(pl.scan_parquet(path), policy)
@@ -184,7 +184,7 @@ def main(argv: list[str]) -> int:
         kind, rows, path = args.one[0], int(args.one[1]), Path(args.one[2])
         print(json.dumps(run_one(kind, path, rows, args.repeats), ensure_ascii=False), flush=True)
         return 0
-    from lab.datasets import write_parquet
+    from lab.synthetic import write_parquet
 
     failed = 0
     with tempfile.TemporaryDirectory(prefix="bench-dpextract-") as tmp:

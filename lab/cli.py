@@ -139,10 +139,10 @@ def cmd_dataset_scan(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_policy_check(args: argparse.Namespace, settings: Settings) -> int:
-    from lab import datasets
     from lab.policy import check_policies
+    from lab.registry.catalogue import DATASETS
 
-    problems = check_policies(settings.policies_dir, expected=list(datasets.DATASETS))
+    problems = check_policies(settings.policies_dir, expected=list(DATASETS))
     for problem in problems:
         print(str(problem), file=sys.stderr)
     if problems:

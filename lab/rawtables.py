@@ -22,11 +22,11 @@ from pathlib import Path
 import polars as pl
 
 from lab import registers, storage
-from lab.datasets.domains import public_keys
 from lab.dp import FrameMeta, PrivacyUnit
 from lab.errors import NotFound
 from lab.policy import Policy, dp_columns
 from lab.settings import Settings
+from lab.synthetic.domains import public_keys
 
 META_TTL = 5.0  # seconds a raw table's metadata is trusted before MinIO is asked again
 

@@ -1,6 +1,6 @@
 """The bureau's raw registers in MinIO's restricted ``raw`` bucket, and their catalogue.
 
-``generate`` writes each synthetic register (``lab.datasets``) as one Parquet object
+``generate`` writes each synthetic register (``lab.synthetic``) as one Parquet object
 ``raw/<dataset>/<dataset>.parquet`` with ``raw/<dataset>/meta.json`` beside it (rows,
 SHA-256, seed, scale, time). Only the bureau's services hold the credentials for this
 bucket. ``catalogue`` joins that metadata with the dataset descriptions and each column's
@@ -18,9 +18,11 @@ from typing import Any
 
 from minio import Minio
 
-from lab import datasets, storage
+from lab import storage, synthetic
 from lab.errors import NotFound
 from lab.policy import Policy, load_policies
+from lab.registry.catalogue import DATASETS
+from lab.registry.catalogue import dataset as catalogue_entry
 from lab.settings import Settings
 
 META = "meta.json"
@@ -50,11 +52,11 @@ def generate(
     client = storage.root_client(settings)
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     tables = []
-    for name in names or datasets.DATASETS:
-        datasets.dataset(name)  # NotFound for an unknown name, before any work
+    for name in names or DATASETS:
+        catalogue_entry(name)  # NotFound for an unknown name, before any work
         report = None if progress is None else (lambda done, total, n=name: progress(n, done, total))
         with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
-            written = datasets.write_parquet(name, Path(tmp) / f"{name}.parquet", rows, seed, report)
+            written = synthetic.write_parquet(name, Path(tmp) / f"{name}.parquet", rows, seed, report)
             meta = {
                 "dataset": name,
                 "rows": written.rows,
@@ -76,7 +78,7 @@ def raw_meta(client: Minio, dataset: str) -> dict[str, Any] | None:
 
 
 def require_raw(client: Minio, dataset: str) -> dict[str, Any]:
-    meta = raw_meta(client, datasets.dataset(dataset).name)
+    meta = raw_meta(client, catalogue_entry(dataset).name)
     if meta is None:
         raise NotFound(
             f"Dataset {dataset!r} has no raw table yet; run 'datalab dataset generate' first. "
@@ -105,7 +107,7 @@ def catalogue(settings: Settings) -> list[dict[str, Any]]:
     client = storage.root_client(settings)
     policies = load_policies(settings.policies_dir)
     entries = []
-    for name, info in datasets.DATASETS.items():
+    for name, info in DATASETS.items():
         meta = raw_meta(client, name) or {}
         policy = policies.get(name)
         entries.append(

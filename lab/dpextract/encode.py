@@ -3,7 +3,7 @@
 A synthetic table is modelled over small integer codes, one per column, each with a
 *public* domain, so that every measured marginal is a count over public keys (pure DP):
 
-* :class:`Categorical` — the column's public keys (``lab.datasets.domains``, or declared
+* :class:`Categorical` — the column's public keys (``lab.synthetic.domains``, or declared
   in the spec); decoding returns the key;
 * :class:`Binned` — a number cut at public edges (from the spec, else a 1-2-5 series from
   0 up to the policy's top-coding limit); values outside are clamped into the end bins;
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from lab.datasets.population import AS_OF
+from lab.synthetic.population import AS_OF
 
 CODE = pl.UInt32
 _LAST_DAY = (AS_OF - date(1970, 1, 1)).days  # no synthetic date after the registers' date

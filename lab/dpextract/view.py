@@ -7,7 +7,7 @@ passed as any object with the fields of :class:`TableLike`. This module adds
 * derived columns, each a row-by-row map with a public domain (so grouping by it is pure
   DP): ``age_band``, from ``birth_year``, in ``width``-year bands up to ``top+``, as of
   the registers' reference year;
-* public keys: the dataset's (``lab.datasets.domains``), ``birth_year`` over the
+* public keys: the dataset's (``lab.synthetic.domains``), ``birth_year`` over the
   registers' public span of birth years, the derived columns', and any the spec declares
   for a column without one (values its author knows without the data);
 
@@ -26,13 +26,13 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from lab.datasets.population import AS_OF, FIRST_BIRTH_DAYS
 from lab.dp import FrameMeta, PrivacyUnit
 from lab.dpextract.spec import AgeBand
 from lab.dpextract.specio import Source
 from lab.errors import ConfigError, PolicyError
 from lab.policy import Policy
 from lab.policy.yamldoc import Where
+from lab.synthetic.population import AS_OF, FIRST_BIRTH_DAYS
 
 REFERENCE_YEAR = AS_OF.year  # ages are reached in this year (the registers describe mid-2025)
 FIRST_BIRTH_YEAR = (date(1970, 1, 1) + timedelta(days=FIRST_BIRTH_DAYS)).year  # the registers' first

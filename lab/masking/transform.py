@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from lab.datasets import REGIONS
 from lab.policy import ColumnPolicy
+from lab.synthetic.codes import REGIONS
 
 _DISTRICT = "(" + "|".join(re.escape(r.name) for r in REGIONS) + ")"
 # Values that must never appear in a released text column (defence in depth behind the policy).

@@ -73,7 +73,7 @@ def _number(value: Any) -> bool:
 
 def _schema_kinds(doc: YamlDoc, dataset: str, schema: Schema | None) -> dict[str, str | None] | None:
     if schema is None:
-        from lab.datasets import DATASETS
+        from lab.registry.catalogue import DATASETS
 
         if dataset not in DATASETS:
             known = ", ".join(DATASETS)

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from lab import datasets, demo, extracts, registers, storage
+from lab import demo, extracts, registers, storage
+from lab.registry.catalogue import DATASETS
 from lab.settings import Settings
 from lab.stack.ui import Progress
 
 
 def seed(settings: Settings, ui: Progress) -> None:
     client = storage.root_client(settings)
-    missing = [name for name in datasets.DATASETS if registers.raw_meta(client, name) is None]
+    missing = [name for name in DATASETS if registers.raw_meta(client, name) is None]
     if missing:
         with ui.step(f"Generating demo registers ({demo.DATA_ROWS:,} residents)"):
             registers.generate(settings, rows=demo.DATA_ROWS, seed=demo.DATA_SEED, names=missing)

@@ -40,20 +40,20 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from lab.datasets.catalogue import DATASETS, DatasetInfo, dataset
-from lab.datasets.codes import (
+from lab.errors import ConfigError
+from lab.registry.catalogue import DATASETS, DatasetInfo, dataset
+from lab.synthetic.codes import (
     REGIONS,
     is_valid_credit_code,
     is_valid_resident_id,
 )
-from lab.datasets.population import PersonBlock, PopulationStream, person_frame
-from lab.datasets.registers import (
+from lab.synthetic.population import PersonBlock, PopulationStream, person_frame
+from lab.synthetic.registers import (
     entity_count,
     entity_frame,
     social_insurance_frame,
     utility_frame,
 )
-from lab.errors import ConfigError
 
 __all__ = [
     "DATASETS",

@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from lab.datasets.codes import REGION_NAMES
-from lab.datasets.population import EDUCATION, MARITAL
+from lab.synthetic.codes import REGION_NAMES
+from lab.synthetic.population import EDUCATION, MARITAL
 
 MONTHS_2024 = tuple(date(2024, month, 1) for month in range(1, 13))
 

@@ -23,12 +23,12 @@ import polars as pl
 import pytest
 
 from lab import demo, extracts, registers, storage
-from lab.datasets import generate
 from lab.errors import PolicyError
 from lab.masking import OrgKey, mask_frame
 from lab.policy import Policy, load_policies
 from lab.risk import household_risk, joined_view, record_risk, refuse_if_exceeded
 from lab.settings import Settings
+from lab.synthetic import generate
 from tests.security import linkage_attacks as attacks
 
 pytestmark = pytest.mark.security

@@ -30,8 +30,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from lab import dpextract
-from lab.datasets import DATASETS, generate
-from lab.datasets.domains import public_keys
 from lab.dp import FrameMeta, PrivacyUnit
 from lab.dpextract import model as fitting
 from lab.dpextract.budget import EPSILON_UNITS, mechanism_epsilon, split_units
@@ -42,6 +40,9 @@ from lab.ledger import Ledger
 from lab.ledger.db import EPS_SCALE
 from lab.policy import Policy, load_policies
 from lab.rawtables import Table, dp_view
+from lab.registry.catalogue import DATASETS
+from lab.synthetic import generate
+from lab.synthetic.domains import public_keys
 
 pytestmark = pytest.mark.unit
 

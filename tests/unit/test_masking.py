@@ -10,7 +10,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lab.datasets import write_parquet
 from lab.errors import AccessDenied, PolicyError
 from lab.masking import (
     Fingerprint,
@@ -23,6 +22,7 @@ from lab.masking import (
     trace,
 )
 from lab.policy import Policy, load_policies, load_policy
+from lab.synthetic import write_parquet
 
 pytestmark = pytest.mark.unit
 
