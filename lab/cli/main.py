@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from lab import demo, stack, vault
-from lab.cli_governance import add_parsers as add_governance_parsers
+from lab.cli.governance import add_parsers as add_governance_parsers
 from lab.errors import ConfigError, LabError
 from lab.settings import Settings, load_settings
 from lab.stack import procs
