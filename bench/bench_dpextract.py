@@ -75,12 +75,11 @@ def _table(path: Path) -> Any:
     from lab.dp import FrameMeta, PrivacyUnit
     from lab.policy import load_policies
     from lab.rawtables import Table, dp_view
-    from lab.synthetic.domains import public_keys
 
     policy = load_policies(ROOT / "policies")["population"]
     frame, columns = dp_view(pl.scan_parquet(path), policy)
     rows = pl.scan_parquet(path).select(pl.len()).collect().item()
-    meta = FrameMeta.from_lazyframe(frame, public_keys(list(columns)), max_rows=rows)
+    meta = FrameMeta.from_lazyframe(frame, policy.domains.keys(columns), max_rows=rows)
     return Table(frame, meta, PrivacyUnit(1), columns, rows), policy
 
 
@@ -93,7 +92,8 @@ def _tables_line(path: Path, repeats: int) -> dict[str, Any]:
 
     table, policy = _table(path)
     spec = {"epsilon": EPSILON, "tables": [{"name": f"t{i}", "group_by": g} for i, g in enumerate(GROUPINGS)]}
-    view = table.frame.with_columns(age_band_expr(AgeBand()))
+    reference = policy.domains.reference_date
+    view = table.frame.with_columns(age_band_expr(AgeBand(), reference.year))
 
     def exact() -> list[pl.DataFrame]:
         return [view.group_by(g).agg(pl.len().alias("truth")).collect() for g in GROUPINGS]

@@ -26,7 +26,6 @@ from lab.dp import FrameMeta, PrivacyUnit
 from lab.errors import NotFound
 from lab.policy import Policy, dp_columns
 from lab.settings import Settings
-from lab.synthetic.domains import public_keys
 
 META_TTL = 5.0  # seconds a raw table's metadata is trusted before MinIO is asked again
 
@@ -123,5 +122,5 @@ class RawTables:
         rows = int(str(meta["rows"]))
         identifier = policy.privacy_unit if policy.max_rows > 1 else None
         unit = PrivacyUnit(max_rows=policy.max_rows, identifier=identifier)
-        frame_meta = FrameMeta.from_lazyframe(frame, public_keys(list(columns)), max_rows=max(rows, 1))
+        frame_meta = FrameMeta.from_lazyframe(frame, policy.domains.keys(columns), max_rows=max(rows, 1))
         return Table(frame, frame_meta, unit, columns, rows)

@@ -233,7 +233,8 @@ def test_generalise_topcode_and_rare_value_rules(tmp_path: Path) -> None:
     path = tmp_path / "survey.yaml"
     path.write_text(
         "dataset: survey\nrelease_modes: [masked]\nquasi_identifiers: [home, born]\nk: 2\ncolumns:\n"
-        "  home: {level: general, pi: pi, identifier: direct, rule: generalise, to: district}\n"
+        "  home: {level: general, pi: pi, identifier: direct, rule: generalise, to: district,\n"
+        "         districts: [淄川区, 张店区, 博山区, 临淄区, 周村区, 桓台县, 高青县, 沂源县]}\n"
         "  born: {level: general, pi: pi, rule: generalise, to: year}\n"
         "  pay: {level: general, pi: pi, rule: generalise, to: band, width: 1000, top: 9000}\n"
         "  job: {level: general, pi: pi, rule: suppress_rare, min_count: 2}\n"
