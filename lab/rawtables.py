@@ -26,6 +26,7 @@ from lab.dp import FrameMeta, PrivacyUnit
 from lab.errors import NotFound
 from lab.policy import Policy, dp_columns
 from lab.settings import Settings
+from lab.store import layout
 
 META_TTL = 5.0  # seconds a raw table's metadata is trusted before MinIO is asked again
 
@@ -85,7 +86,7 @@ class RawTables:
             fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".part")
             os.close(fd)
             try:
-                client.fget_object(storage.RAW_BUCKET, registers.raw_object(dataset), tmp)
+                client.fget_object(layout.RAW_BUCKET, layout.raw_object(dataset), tmp)
                 if _sha256(Path(tmp)) != meta["sha256"]:
                     raise NotFound(f"The raw table of {dataset!r} changed while it was fetched; try again.")
                 os.replace(tmp, path)

@@ -24,8 +24,8 @@ from lab.policy import Policy, load_policies
 from lab.registry.catalogue import DATASETS
 from lab.registry.catalogue import dataset as catalogue_entry
 from lab.settings import Settings
-
-META = "meta.json"
+from lab.store import layout
+from lab.store.layout import raw_object
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,6 @@ class RawTable:
     rows: int
     sha256: str
     object_name: str
-
-
-def raw_object(dataset: str) -> str:
-    return f"{dataset}/{dataset}.parquet"
 
 
 def generate(
@@ -66,15 +62,15 @@ def generate(
                 "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
             # The data object first, its metadata last: a table counts as present once meta.json does.
-            client.fput_object(storage.RAW_BUCKET, raw_object(name), str(written.path))
-            storage.put_json(client, storage.RAW_BUCKET, f"{name}/{META}", meta)
+            client.fput_object(layout.RAW_BUCKET, raw_object(name), str(written.path))
+            storage.put_json(client, layout.RAW_BUCKET, layout.raw_meta(name), meta)
         tables.append(RawTable(name, written.rows, written.sha256, raw_object(name)))
     return tables
 
 
 def raw_meta(client: Minio, dataset: str) -> dict[str, Any] | None:
     """The metadata of a generated raw table, or None if it was never generated."""
-    return storage.read_json(client, storage.RAW_BUCKET, f"{dataset}/{META}")
+    return storage.read_json(client, layout.RAW_BUCKET, layout.raw_meta(dataset))
 
 
 def require_raw(client: Minio, dataset: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.settings import Settings
+from lab.store import layout
 
 
 def _time(value: str) -> datetime:
@@ -109,7 +110,8 @@ def cmd_audit_archive(args: argparse.Namespace, settings: Settings) -> int:
         print("Nothing new to archive. / 没有需要归档的新记录。")
     else:
         print(
-            f"sealed records {segment.first_seq}–{segment.last_seq} into audit-archive/{segment.object_name} "
+            f"sealed records {segment.first_seq}–{segment.last_seq} into "
+            f"{layout.AUDIT_BUCKET}/{segment.object_name} "
             f"(sha256 {segment.sha256[:16]}…)"
         )
     return 0

@@ -40,10 +40,10 @@ from lab.dpextract.tables import TablesPlan, TablesSummary, plan_tables, release
 from lab.dpextract.view import TableLike
 from lab.errors import ConfigError
 from lab.policy import Policy
+from lab.store.layout import SYNTHETIC_DATA as SYNTHETIC_FILE
+from lab.store.layout import UTILITY_REPORT as REPORT_FILE
 
 KINDS = ("dp-table", "dp-synthetic")
-SYNTHETIC_FILE = "synthetic.parquet"
-REPORT_FILE = "utility.json"
 SYNTHETIC_NOTICE = "SYNTHETIC DATA generated from differentially private marginals; no row is a real person"
 SYNTHETIC_NOTICE_ZH = "合成数据：由差分隐私边际分布生成，任何一行都不是真实个人"
 
