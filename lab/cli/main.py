@@ -76,11 +76,12 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dataset_generate(args: argparse.Namespace, settings: Settings) -> int:
-    from lab import registers
+    from lab.stack import demodata
+    from lab.store import layout
 
     ui = Progress()
     with ui.step(f"Generating registers at {args.rows:,} residents (seed {args.seed})"):
-        tables = registers.generate(
+        tables = demodata.generate(
             settings,
             rows=args.rows,
             seed=args.seed,
@@ -88,7 +89,7 @@ def cmd_dataset_generate(args: argparse.Namespace, settings: Settings) -> int:
             progress=_progress_printer(ui),
         )
     for table in tables:
-        print(f"{table.dataset:<17} {table.rows:>12,} rows  raw/{table.object_name}")
+        print(f"{table.dataset:<17} {table.rows:>12,} rows  {layout.RAW_BUCKET}/{table.object_name}")
     return 0
 
 

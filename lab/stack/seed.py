@@ -19,7 +19,9 @@ def seed(settings: Settings, ui: Progress) -> None:
     missing = [name for name in DATASETS if registers.raw_meta(client, name) is None]
     if missing:
         with ui.step(f"Generating demo registers ({demo.DATA_ROWS:,} residents)"):
-            registers.generate(settings, rows=demo.DATA_ROWS, seed=demo.DATA_SEED, names=missing)
+            from lab.stack import demodata  # the generator is loaded only to make demo data
+
+            demodata.generate(settings, rows=demo.DATA_ROWS, seed=demo.DATA_SEED, names=missing)
     with extracts.ledger(settings) as ledger:
         if ledger.list_grants():
             return
