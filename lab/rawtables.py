@@ -11,7 +11,6 @@ date. Nothing here ever leaves the gateway except through ``lab.dp``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import threading
@@ -24,6 +23,7 @@ import polars as pl
 from lab import registers, storage
 from lab.dp import FrameMeta, PrivacyUnit
 from lab.errors import NotFound
+from lab.hashing import file_sha256
 from lab.policy import Policy, dp_columns
 from lab.settings import Settings
 from lab.store import layout
@@ -38,14 +38,6 @@ class Table:
     unit: PrivacyUnit
     columns: tuple[str, ...]  # what queries may name
     rows: int
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dp_view(frame: pl.LazyFrame, policy: Policy) -> tuple[pl.LazyFrame, tuple[str, ...]]:
@@ -87,7 +79,7 @@ class RawTables:
             os.close(fd)
             try:
                 client.fget_object(layout.RAW_BUCKET, layout.raw_object(dataset), tmp)
-                if _sha256(Path(tmp)) != meta["sha256"]:
+                if file_sha256(Path(tmp)) != meta["sha256"]:
                     raise NotFound(f"The raw table of {dataset!r} changed while it was fetched; try again.")
                 os.replace(tmp, path)
             finally:
