@@ -1,9 +1,11 @@
-"""SHA-256 of a file, read in blocks (the digest every register, extract and manifest carries)."""
+"""The digests the lab keeps: a file's SHA-256, and the canonical JSON that records are hashed as."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 BLOCK = 1 << 20
 
@@ -15,3 +17,9 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(BLOCK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """Compact JSON with sorted keys and no NaN: the same value always gives the same text
+    (the one serialisation used for hashing, for the audit chain and for stored details)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
