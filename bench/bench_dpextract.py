@@ -2,7 +2,7 @@
 """Benchmark DP extracts on a population register: DP tables and DP synthetic data.
 
 A population register of ``--rows`` residents is generated into Parquet
-(``lab.datasets.write_parquet``) and read through the gateway's DP view
+(``lab.synthetic.write_parquet``) and read through the gateway's DP view
 (``lab.rawtables.dp_view``), as the gateway does. Each kind runs in its own process
 (so ``peak_rss_mb`` is its own) and prints one JSON line::
 
@@ -72,7 +72,6 @@ def _table(path: Path) -> Any:
     """The gateway's Table for the Parquet file (as RawTables.table builds it)."""
     import polars as pl
 
-    from lab.datasets.domains import public_keys
     from lab.dp import FrameMeta, PrivacyUnit
     from lab.policy import load_policies
     from lab.rawtables import Table, dp_view
@@ -80,7 +79,7 @@ def _table(path: Path) -> Any:
     policy = load_policies(ROOT / "policies")["population"]
     frame, columns = dp_view(pl.scan_parquet(path), policy)
     rows = pl.scan_parquet(path).select(pl.len()).collect().item()
-    meta = FrameMeta.from_lazyframe(frame, public_keys(list(columns)), max_rows=rows)
+    meta = FrameMeta.from_lazyframe(frame, policy.domains.keys(columns), max_rows=rows)
     return Table(frame, meta, PrivacyUnit(1), columns, rows), policy
 
 
@@ -93,7 +92,8 @@ def _tables_line(path: Path, repeats: int) -> dict[str, Any]:
 
     table, policy = _table(path)
     spec = {"epsilon": EPSILON, "tables": [{"name": f"t{i}", "group_by": g} for i, g in enumerate(GROUPINGS)]}
-    view = table.frame.with_columns(age_band_expr(AgeBand()))
+    reference = policy.domains.reference_date
+    view = table.frame.with_columns(age_band_expr(AgeBand(), reference.year))
 
     def exact() -> list[pl.DataFrame]:
         return [view.group_by(g).agg(pl.len().alias("truth")).collect() for g in GROUPINGS]
@@ -184,7 +184,7 @@ def main(argv: list[str]) -> int:
         kind, rows, path = args.one[0], int(args.one[1]), Path(args.one[2])
         print(json.dumps(run_one(kind, path, rows, args.repeats), ensure_ascii=False), flush=True)
         return 0
-    from lab.datasets import write_parquet
+    from lab.synthetic import write_parquet
 
     failed = 0
     with tempfile.TemporaryDirectory(prefix="bench-dpextract-") as tmp:

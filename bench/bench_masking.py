@@ -2,7 +2,7 @@
 
 For each size, three phases run in fresh processes (so each peak RSS is its own):
 
-- ``generate``: ``lab.datasets.write_parquet("population", ...)``;
+- ``generate``: ``lab.synthetic.write_parquet("population", ...)``;
 - ``plain_copy``: ``pl.read_parquet(raw).write_parquet(copy)``, the yardstick;
 - ``mask``: ``lab.masking.mask_parquet(raw, extract, policy, key)`` with the risk model on, as
   a grant without a household purpose gets it (the default: no household link; rows shuffled;
@@ -44,7 +44,7 @@ def _peak_rss_mb() -> float:
 
 
 def _generate(raw: str, rows: int, seed: int) -> dict[str, Any]:
-    from lab.datasets import write_parquet
+    from lab.synthetic import write_parquet
 
     start = time.perf_counter()
     result = write_parquet("population", raw, rows, seed)

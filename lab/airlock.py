@@ -44,9 +44,9 @@ from lab.ledger import Kind, Ledger
 from lab.ledger.exports import HELD, PENDING, RELEASED, Export, check_download
 from lab.policy import Policy
 from lab.settings import Settings
+from lab.store import layout
+from lab.store.layout import EXPORTS_BUCKET
 
-EXPORTS_BUCKET = "exports"
-RELEASED_PREFIX = "_released"  # kept DP results: _released/<org>/<digest>.json (no org starts with "_")
 SENT_ALONG = ("budget", "reservation_id")  # keys the gateway adds to a result it sends
 log = logging.getLogger(__name__)
 MAX_BYTES = 20 * 1024 * 1024
@@ -123,7 +123,7 @@ class Airlock:
     # --- kept results ------------------------------------------------------------------
 
     def _released_key(self, organisation: str, digest: str) -> str:
-        return f"{RELEASED_PREFIX}/{organisation}/{digest}.json"
+        return layout.released_result(organisation, digest)
 
     def keep(self, organisation: str | None, result: dict[str, Any]) -> bool:
         """Keep a copy of a DP result the gateway has just released to ``organisation``.
@@ -256,7 +256,7 @@ class Airlock:
             dataset = decision.checks["dp_result"]["dataset"]
         if decision.data is not None:
             data = decision.data  # regenerated from the kept result, never the uploaded bytes
-        key = f"{organisation}/{uuid.uuid4().hex}/{name}"
+        key = layout.export_object(organisation, uuid.uuid4().hex, name)
         client = storage.root_client(self.settings)
         if not client.bucket_exists(EXPORTS_BUCKET):
             client.make_bucket(EXPORTS_BUCKET)

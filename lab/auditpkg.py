@@ -42,15 +42,15 @@ from lab import storage
 from lab.errors import ConfigError
 from lab.ledger import AuditRecord, Ledger, canonical_json
 from lab.settings import Settings
+from lab.store import layout
 
 FORMAT = "datalab-audit-package/1"
-SEGMENTS = "segments/"
 SEAL_INTERVAL = 30.0  # new records wait at most this long (plus one poll) to be sealed
 SEAL_EVERY = 500  # ... or are sealed as soon as this many are waiting
 SEAL_POLL = 5.0  # seconds between the sealer's looks at the log
 UNSEALED_GRACE = 60.0  # verify --archive fails if a record older than this is not sealed
 log = logging.getLogger(__name__)
-_SEGMENT = re.compile(r"^segments/[0-9a-f]{12,32}/(\d{12})-(\d{12})\.jsonl$")
+_SEGMENT = re.compile(rf"^{re.escape(layout.AUDIT_SEGMENTS)}[0-9a-f]{{12,32}}/(\d{{12}})-(\d{{12}})\.jsonl$")
 SEAL = "audit-seal"
 
 
@@ -108,8 +108,8 @@ def ledger_id(ledger: Ledger) -> str:
 
 def _segments(client: Minio, ident: str) -> list[tuple[int, int, str]]:
     found = []
-    prefix = f"{SEGMENTS}{ident}/"
-    for item in client.list_objects(storage.AUDIT_BUCKET, prefix=prefix, recursive=True):
+    prefix = layout.audit_segments(ident)
+    for item in client.list_objects(layout.AUDIT_BUCKET, prefix=prefix, recursive=True):
         match = _SEGMENT.match(item.object_name or "")
         if match:
             found.append((int(match[1]), int(match[2]), str(item.object_name)))
@@ -118,7 +118,7 @@ def _segments(client: Minio, ident: str) -> list[tuple[int, int, str]]:
 
 def _put(client: Minio, name: str, data: bytes, content_type: str, retention: Retention | None) -> None:
     client.put_object(
-        storage.AUDIT_BUCKET,
+        layout.AUDIT_BUCKET,
         name,
         io.BytesIO(data),
         len(data),
@@ -167,7 +167,7 @@ def seal(
         return None
     data = ("\n".join(_record_line(r) for r in records) + "\n").encode()
     first, last = records[0], records[-1]
-    name = f"{SEGMENTS}{ident}/{first.seq:012d}-{last.seq:012d}.jsonl"
+    name = layout.audit_segment(ident, first.seq, last.seq)
     segment = Segment(first.seq, last.seq, len(records), last.hash, hashlib.sha256(data).hexdigest(), name)
     manifest = {
         **segment.as_dict(),
@@ -297,7 +297,7 @@ def archive_report(settings: Settings, ledger: Ledger, *, grace: float = UNSEALE
     segments = _segments(client, ident)
     compared = 0
     for _, _, name in segments:
-        response = client.get_object(storage.AUDIT_BUCKET, name)
+        response = client.get_object(layout.AUDIT_BUCKET, name)
         try:
             lines = response.read().decode().splitlines()
         finally:

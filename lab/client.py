@@ -34,6 +34,7 @@ import polars as pl
 
 from lab import dp as _dp
 from lab.errors import AccessDenied, BudgetExhausted, ConfigError, LabError, NotAuthenticated, NotFound
+from lab.store import layout
 
 __all__ = [
     "Connection",
@@ -182,29 +183,31 @@ class Connection:
         org = self.me().get("org")
         if not org:
             raise AccessDenied("You belong to no organisation, so no extract is built for you.")
-        s3 = self._s3()
+        s3, bucket = self._s3(), layout.EXTRACTS_BUCKET
 
         def read(name: str) -> bytes:
-            response = s3.get_object("extracts", name)
+            response = s3.get_object(bucket, name)
             try:
                 return bytes(response.read())
             finally:
                 response.close()
                 response.release_conn()
 
-        versions = sorted({o.object_name for o in s3.list_objects("extracts", prefix=f"{org}/{dataset}/")})
+        versions = sorted(
+            {o.object_name for o in s3.list_objects(bucket, prefix=layout.dataset_prefix(org, dataset))}
+        )
         for version in reversed(versions):
-            names = {o.object_name for o in s3.list_objects("extracts", prefix=version)}
-            if f"{version}manifest.json" not in names:
+            names = {o.object_name for o in s3.list_objects(bucket, prefix=version)}
+            if f"{version}{layout.MANIFEST}" not in names:
                 continue  # not (yet) published
-            manifest = json.loads(read(f"{version}manifest.json"))
+            manifest = json.loads(read(f"{version}{layout.MANIFEST}"))
             if manifest.get("kind", "masked") != kind:
                 continue
             if kind == "masked":
-                return pl.read_parquet(io.BytesIO(read(f"{version}data.parquet")))
+                return pl.read_parquet(io.BytesIO(read(f"{version}{layout.MASKED_DATA}")))
             if kind == "dp-synthetic":
                 warnings.warn(SYNTHETIC_NOTICE, SyntheticDataWarning, stacklevel=2)
-                return pl.read_parquet(io.BytesIO(read(f"{version}synthetic.parquet")))
+                return pl.read_parquet(io.BytesIO(read(f"{version}{layout.SYNTHETIC_DATA}")))
             tables = {Path(name).stem: name for name in manifest["files"] if name.endswith(".parquet")}
             if table is not None:
                 if table not in tables:

@@ -40,9 +40,9 @@ from lab.masking.trace import TraceResult
 from lab.policy import Policy, load_policies, require_release
 from lab.rawtables import RawTables
 from lab.settings import Settings
-
-DATA = "data.parquet"
-RISK = "risk.json"
+from lab.store import layout
+from lab.store.layout import MASKED_DATA as DATA
+from lab.store.layout import RISK_REPORT as RISK
 
 
 @dataclass(frozen=True)
@@ -105,12 +105,12 @@ def build(settings: Settings, dataset: str, org: str, *, actor: str, grant: Gran
         raise NotFound(f"Dataset {dataset!r} has no policy in {settings.policies_dir}; add {dataset}.yaml.")
     require_release(policy, "masked")
     version = _version()
-    prefix = f"{org}/{dataset}/{version}"
+    prefix = layout.extract_prefix(org, dataset, version)
     grant = _grant(settings, org, dataset, grant)
     key = org_key(settings, org).scoped(scope(policy, grant, version))
     with tempfile.TemporaryDirectory(dir=_work(settings)) as tmp:
         source = Path(tmp) / "raw.parquet"
-        client.fget_object(storage.RAW_BUCKET, registers.raw_object(dataset), str(source))
+        client.fget_object(layout.RAW_BUCKET, layout.raw_object(dataset), str(source))
         report = mask_parquet(
             source,
             Path(tmp) / DATA,
@@ -149,7 +149,7 @@ def build(settings: Settings, dataset: str, org: str, *, actor: str, grant: Gran
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         files = {DATA: Path(tmp) / DATA, RISK: Path(tmp) / RISK}
-        storage.publish(client, storage.EXTRACTS_BUCKET, prefix, files, manifest)
+        storage.publish(client, layout.EXTRACTS_BUCKET, prefix, files, manifest)
     with ledger(settings) as book:
         book.append(
             Kind.EXTRACT_BUILD,
@@ -203,7 +203,7 @@ def joined_views(
             continue
         path = tmp / f"linked-{other}.parquet"
         client.fget_object(
-            storage.EXTRACTS_BUCKET, f"{org}/{other}/{latest[-1]['version']}/{DATA}", str(path)
+            layout.EXTRACTS_BUCKET, layout.extract_object(org, other, latest[-1]["version"], DATA), str(path)
         )
         views.append(
             risk_model.joined_view(
@@ -224,8 +224,8 @@ def risk_report(settings: Settings, org: str, dataset: str, version: str | None 
             f"No masked extract of {dataset!r} for {org!r}{f' version {version}' if version else ''}; "
             f"list them with 'datalab extract list {dataset} --org {org}'. / 没有找到该脱敏数据集。"
         )
-    name = f"{org}/{dataset}/{built[-1]['version']}/{RISK}"
-    report = storage.read_json(storage.root_client(settings), storage.EXTRACTS_BUCKET, name)
+    name = layout.extract_object(org, dataset, built[-1]["version"], RISK)
+    report = storage.read_json(storage.root_client(settings), layout.EXTRACTS_BUCKET, name)
     if report is None:
         raise NotFound(
             f"Extract {name} was built before risk reports; rebuild it. / 该版本没有风险报告，请重新生成。"
@@ -251,7 +251,7 @@ def build_dp(
     policy = tables.policy(dataset)
     client = storage.root_client(settings)
     version = _version()
-    prefix = f"{org}/{dataset}/{version}"
+    prefix = layout.extract_prefix(org, dataset, version)
     meta = registers.require_raw(client, dataset)
     with ledger(settings) as book:
         grant = book.active_grant(org, dataset, mode="dp", actor=actor, kind="dp-extract")
@@ -265,7 +265,7 @@ def build_dp(
                     grant.id, eps, delta, actor=actor, kind="dp-extract", query=request
                 ),
                 publish=lambda files, document: storage.publish(
-                    client, storage.EXTRACTS_BUCKET, prefix, dict(files), document
+                    client, layout.EXTRACTS_BUCKET, prefix, dict(files), document
                 ),
                 workdir=Path(tmp),
                 about={
@@ -287,11 +287,11 @@ def versions(settings: Settings, org: str, dataset: str) -> list[dict[str, Any]]
     """Manifests of the published versions (oldest first); a version without one is invisible."""
     client = storage.root_client(settings)
     manifests = []
-    for item in client.list_objects(storage.EXTRACTS_BUCKET, prefix=f"{org}/{dataset}/"):
-        name = f"{item.object_name}{storage.MANIFEST}"
+    for item in client.list_objects(layout.EXTRACTS_BUCKET, prefix=layout.dataset_prefix(org, dataset)):
+        name = f"{item.object_name}{layout.MANIFEST}"
         manifest = _published.get(name)
         if manifest is None:
-            manifest = storage.read_json(client, storage.EXTRACTS_BUCKET, name)
+            manifest = storage.read_json(client, layout.EXTRACTS_BUCKET, name)
             if manifest is not None and len(_published) < 10_000:
                 _published[name] = manifest
         if manifest is not None:

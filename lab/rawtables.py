@@ -11,7 +11,6 @@ date. Nothing here ever leaves the gateway except through ``lab.dp``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import threading
@@ -22,11 +21,12 @@ from pathlib import Path
 import polars as pl
 
 from lab import registers, storage
-from lab.datasets.domains import public_keys
 from lab.dp import FrameMeta, PrivacyUnit
 from lab.errors import NotFound
+from lab.hashing import file_sha256
 from lab.policy import Policy, dp_columns
 from lab.settings import Settings
+from lab.store import layout
 
 META_TTL = 5.0  # seconds a raw table's metadata is trusted before MinIO is asked again
 
@@ -38,14 +38,6 @@ class Table:
     unit: PrivacyUnit
     columns: tuple[str, ...]  # what queries may name
     rows: int
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dp_view(frame: pl.LazyFrame, policy: Policy) -> tuple[pl.LazyFrame, tuple[str, ...]]:
@@ -86,8 +78,8 @@ class RawTables:
             fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".part")
             os.close(fd)
             try:
-                client.fget_object(storage.RAW_BUCKET, registers.raw_object(dataset), tmp)
-                if _sha256(Path(tmp)) != meta["sha256"]:
+                client.fget_object(layout.RAW_BUCKET, layout.raw_object(dataset), tmp)
+                if file_sha256(Path(tmp)) != meta["sha256"]:
                     raise NotFound(f"The raw table of {dataset!r} changed while it was fetched; try again.")
                 os.replace(tmp, path)
             finally:
@@ -123,5 +115,5 @@ class RawTables:
         rows = int(str(meta["rows"]))
         identifier = policy.privacy_unit if policy.max_rows > 1 else None
         unit = PrivacyUnit(max_rows=policy.max_rows, identifier=identifier)
-        frame_meta = FrameMeta.from_lazyframe(frame, public_keys(list(columns)), max_rows=max(rows, 1))
+        frame_meta = FrameMeta.from_lazyframe(frame, policy.domains.keys(columns), max_rows=max(rows, 1))
         return Table(frame, frame_meta, unit, columns, rows)

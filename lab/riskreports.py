@@ -30,6 +30,7 @@ from lab.errors import LabError
 from lab.masking import preview_risk
 from lab.policy import Policy, load_policies
 from lab.settings import Settings
+from lab.store import layout
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ def preview(settings: Settings, policy: Policy, org: str, purpose: str | None) -
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
         source = Path(tmp) / "raw.parquet"
-        client.fget_object(storage.RAW_BUCKET, registers.raw_object(policy.dataset), str(source))
-        dest = Path(tmp) / extracts.DATA if linked else None
+        client.fget_object(layout.RAW_BUCKET, layout.raw_object(policy.dataset), str(source))
+        dest = Path(tmp) / layout.MASKED_DATA if linked else None
         report, counts = preview_risk(source, policy, key, purpose=purpose, dest=dest)
         source.unlink()
         if linked:
@@ -93,11 +94,11 @@ _reports_lock = threading.Lock()
 
 
 def _stored(settings: Settings, org: str, dataset: str, version: str) -> dict[str, Any] | None:
-    name = f"{org}/{dataset}/{version}/{extracts.RISK}"
+    name = layout.extract_object(org, dataset, version, layout.RISK_REPORT)
     with _reports_lock:
         found = _reports.get(name)
     if found is None:
-        found = storage.read_json(storage.root_client(settings), storage.EXTRACTS_BUCKET, name)
+        found = storage.read_json(storage.root_client(settings), layout.EXTRACTS_BUCKET, name)
         if found is not None:
             with _reports_lock:
                 if len(_reports) < 10_000:

@@ -1,6 +1,6 @@
 """Object storage: MinIO buckets, their policies, and short-lived analyst credentials.
 
-Buckets (created by ``bootstrap``):
+Buckets (created by ``bootstrap``; their names and every object key: ``lab.store.layout``):
 
 - ``raw``: the registers' raw tables. Restricted: only the bureau's services, holding
   the root credentials in the state directory, can read it;
@@ -49,13 +49,11 @@ from minio.objectlockconfig import DAYS, ObjectLockConfig
 
 from lab import demo, vault
 from lab.settings import Settings
+from lab.store import layout
+from lab.store.layout import AUDIT_BUCKET, EXTRACTS_BUCKET, MANIFEST, RAW_BUCKET
 
 MINIO_ROOT_USER = "datalab-root"
-RAW_BUCKET = "raw"
-EXTRACTS_BUCKET = "extracts"
-AUDIT_BUCKET = "audit-archive"
 AUDIT_RETENTION_DAYS = 365
-MANIFEST = "manifest.json"
 REGION = "us-east-1"  # MinIO's default; naming it spares a GetBucketLocation call
 # MinIO's minimum and the cap on anything a DurationSeconds asks for (MINIO_STS_DURATION).
 STS_DURATION_SECONDS = 900
@@ -81,7 +79,10 @@ def _admin(settings: Settings) -> MinioAdmin:
 
 def extracts_read_policy(org: str, datasets: Iterable[str] | None = None) -> dict[str, Any]:
     """Read-only access to ``extracts/<org>/`` (all of it, or only the named datasets' prefixes)."""
-    prefixes = [f"{org}/"] if datasets is None else [f"{org}/{d}/" for d in sorted(set(datasets))]
+    if datasets is None:
+        prefixes = [layout.org_prefix(org)]
+    else:
+        prefixes = [layout.dataset_prefix(org, d) for d in sorted(set(datasets))]
     statements: list[dict[str, Any]] = [
         {
             "Effect": "Allow",
@@ -181,7 +182,7 @@ def publish(
     written last: a version exists for readers only once its manifest does. If any step
     fails, everything written for the version is removed again.
     """
-    staging = f".staging/{uuid.uuid4().hex}"
+    staging = layout.staging_prefix(uuid.uuid4().hex)
     written: list[str] = []
     try:
         for name, path in files.items():

@@ -17,7 +17,7 @@ Modules, data flowing one way:
 - ``source``: reading a sample per column (encodings, malformed rows);
 - ``scan``: the classifier; ``report``: text for an operator, and a draft policy.
 
-No module here imports the synthetic generator (``lab.datasets``): discovery runs on real
+No module here imports the synthetic generator (``lab.synthetic``): discovery runs on real
 registers.
 """
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 import polars as pl
 
 from lab.errors import ConfigError
+from lab.hashing import canonical_json
 
 KINDS = ("count", "sum", "mean", "quantile", "median", "histogram")
 FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
@@ -32,11 +32,6 @@ FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
 DEFAULT_MAX_ROWS = 10**10
 
 Scalar = int | float | str | bool | None
-
-
-def canonical_json(value: Any) -> str:
-    """Compact JSON with sorted keys and no NaN: the same value always gives the same text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _tuple(values: Sequence[Any] | None) -> tuple[Any, ...] | None:

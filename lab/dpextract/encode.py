@@ -3,14 +3,14 @@
 A synthetic table is modelled over small integer codes, one per column, each with a
 *public* domain, so that every measured marginal is a count over public keys (pure DP):
 
-* :class:`Categorical` — the column's public keys (``lab.datasets.domains``, or declared
-  in the spec); decoding returns the key;
+* :class:`Categorical` — the column's public keys (the policy's ``public_domains``, or
+  declared in the spec); decoding returns the key;
 * :class:`Binned` — a number cut at public edges (from the spec, else a 1-2-5 series from
   0 up to the policy's top-coding limit); values outside are clamped into the end bins;
   decoding draws uniformly within the bin;
-* :class:`Years` — a date by its year over a public span (for ``birth_date``: the
-  registers' span of birth years); decoding draws a day of that year, never after the
-  registers' reference date.
+* :class:`Years` — a date by its year over a public span (the spec's, else the policy's
+  ``public_domains``: ``{years: [first, last]}``); decoding draws a day of that year, never
+  after the policy's ``reference_date``.
 
 Every domain ends with one more code, *missing*: nulls, NaN and values outside the
 public domain. So every row is counted in every marginal (the marginals agree on the
@@ -28,10 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from lab.datasets.population import AS_OF
-
 CODE = pl.UInt32
-_LAST_DAY = (AS_OF - date(1970, 1, 1)).days  # no synthetic date after the registers' date
 
 
 def _or_missing(codes: pl.Expr, missing: int, column: str) -> pl.Expr:
@@ -112,6 +109,7 @@ class Years:
     first: int
     last: int
     dtype: pl.DataType
+    until: date | None = None  # no synthetic date after this day (the policy's reference_date)
 
     @property
     def size(self) -> int:
@@ -130,7 +128,9 @@ class Years:
         years = np.where(missing, 0, codes).astype(np.int64) + self.first
         start = (years - 1970).astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64)
         end = (years - 1969).astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64)
-        end = np.where(years == AS_OF.year, np.minimum(end, _LAST_DAY + 1), end)
+        if self.until is not None:
+            last_day = (self.until - date(1970, 1, 1)).days
+            end = np.where(years == self.until.year, np.minimum(end, last_day + 1), end)
         days = rng.integers(start, np.maximum(end, start + 1))
         values = pl.Series(self.column, days.astype("datetime64[D]")).cast(pl.Date)
         return values.scatter(np.flatnonzero(missing), None).cast(self.dtype)

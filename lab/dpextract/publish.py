@@ -22,7 +22,6 @@ and when; a synthetic extract's manifest has ``"synthetic": true`` and the metho
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -39,11 +38,12 @@ from lab.dpextract.synth import SyntheticPlan, SyntheticSummary, plan_synthetic,
 from lab.dpextract.tables import TablesPlan, TablesSummary, plan_tables, release_tables
 from lab.dpextract.view import TableLike
 from lab.errors import ConfigError
+from lab.hashing import file_sha256
 from lab.policy import Policy
+from lab.store.layout import SYNTHETIC_DATA as SYNTHETIC_FILE
+from lab.store.layout import UTILITY_REPORT as REPORT_FILE
 
 KINDS = ("dp-table", "dp-synthetic")
-SYNTHETIC_FILE = "synthetic.parquet"
-REPORT_FILE = "utility.json"
 SYNTHETIC_NOTICE = "SYNTHETIC DATA generated from differentially private marginals; no row is a real person"
 SYNTHETIC_NOTICE_ZH = "合成数据：由差分隐私边际分布生成，任何一行都不是真实个人"
 
@@ -79,14 +79,6 @@ def plan_extract(kind: str, spec: Any, table: TableLike, policy: Policy) -> Plan
     if kind == "dp-synthetic":
         return plan_synthetic(spec, table, policy)
     raise ConfigError(f"unknown DP extract kind {kind!r}; use one of {', '.join(KINDS)}", reason="dpx-kind")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_parquet(frame: pl.DataFrame, path: Path, metadata: Mapping[str, str]) -> None:
@@ -172,7 +164,7 @@ def manifest(
         "scales": _scales(summary),
         "release": summary.to_dict(),
         "result_digest": summary.digest,
-        "files": {name: sha256_file(path) for name, path in files.items()},
+        "files": {name: file_sha256(path) for name, path in files.items()},
         "utility_report": REPORT_FILE,
     }
 

@@ -43,7 +43,6 @@ import numpy as np
 import polars as pl
 
 from lab import dp
-from lab.datasets import dataset as catalogue_entry
 from lab.dp.plan import MAX_PUBLIC_KEYS
 from lab.dp.query import canonical_json
 from lab.dpextract import model as fitting
@@ -56,6 +55,7 @@ from lab.dpextract.synthspec import SyntheticSpec
 from lab.dpextract.view import TableLike, check_column, check_dataset, public_domains
 from lab.errors import ConfigError
 from lab.policy import Policy, require_release
+from lab.registry.catalogue import dataset as catalogue_entry
 
 SYNTHETIC_PREFIX = "SYN-"  # synthetic identifiers: SYN-000001, SYN-000002, …
 

@@ -21,7 +21,7 @@ import polars as pl
 
 from lab.dpextract.encode import Binned, Categorical, Encoder, Years, one_two_five
 from lab.dpextract.synthspec import SyntheticSpec
-from lab.dpextract.view import FIRST_BIRTH_YEAR, REFERENCE_YEAR, TableLike
+from lab.dpextract.view import TableLike
 from lab.errors import ConfigError
 from lab.policy import Policy
 
@@ -56,11 +56,12 @@ def _encoder(
         if not dtype.is_temporal():
             raise source.error(("years", name), f"years: '{name}' is {dtype}, not a date")
         first, last = spec.years[name]
-        return Years(name, first, last, dtype)
+        return Years(name, first, last, dtype, policy.domains.reference_date)
     if name in keys:
         return Categorical(name, keys[name], dtype)
-    if dtype.is_temporal() and name == "birth_date":
-        return Years(name, FIRST_BIRTH_YEAR, REFERENCE_YEAR, dtype)
+    span = policy.domains.year_span(name)
+    if dtype.is_temporal() and span is not None:
+        return Years(name, span[0], span[1], dtype, policy.domains.reference_date)
     top = policy.columns[name].params.get("top") if name in policy.columns else None
     if dtype.is_numeric() and isinstance(top, int | float) and top > 0:
         return Binned(name, one_two_five(float(top)), dtype)

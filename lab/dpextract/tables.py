@@ -195,7 +195,7 @@ def plan_tables(
     _checked_columns(parsed, policy, table, keys, source)
     units = table_units(parsed)
     derived = any("age_band" in t.group_by for t in parsed.tables)
-    view = make_view(table, keys, parsed.age_band, derived)
+    view = make_view(table, keys, parsed.age_band, policy.domains.reference_date if derived else None)
     plans = []
     for t, share in zip(parsed.tables, units, strict=True):
         query = _query(policy.dataset, t, share, view.unit)

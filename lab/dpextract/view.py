@@ -6,9 +6,9 @@ passed as any object with the fields of :class:`TableLike`. This module adds
 
 * derived columns, each a row-by-row map with a public domain (so grouping by it is pure
   DP): ``age_band``, from ``birth_year``, in ``width``-year bands up to ``top+``, as of
-  the registers' reference year;
-* public keys: the dataset's (``lab.datasets.domains``), ``birth_year`` over the
-  registers' public span of birth years, the derived columns', and any the spec declares
+  the year of the policy's ``reference_date``;
+* public keys: the policy's ``public_domains``, ``birth_year`` over the span of years
+  the policy gives ``birth_date``, the derived columns', and any the spec declares
   for a column without one (values its author knows without the data);
 
 and checks every column a spec names *before* anything is computed: a core,
@@ -21,12 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any, Protocol
 
 import polars as pl
 
-from lab.datasets.population import AS_OF, FIRST_BIRTH_DAYS
 from lab.dp import FrameMeta, PrivacyUnit
 from lab.dpextract.spec import AgeBand
 from lab.dpextract.specio import Source
@@ -34,9 +33,6 @@ from lab.errors import ConfigError, PolicyError
 from lab.policy import Policy
 from lab.policy.yamldoc import Where
 
-REFERENCE_YEAR = AS_OF.year  # ages are reached in this year (the registers describe mid-2025)
-FIRST_BIRTH_YEAR = (date(1970, 1, 1) + timedelta(days=FIRST_BIRTH_DAYS)).year  # the registers' first
-BIRTH_YEARS = tuple(range(FIRST_BIRTH_YEAR, REFERENCE_YEAR + 1))
 DERIVED = ("age_band",)
 
 
@@ -74,10 +70,10 @@ def age_band_labels(band: AgeBand) -> tuple[str, ...]:
     return (*inner, f"{band.top}+")
 
 
-def age_band_expr(band: AgeBand) -> pl.Expr:
-    """The row-by-row map ``birth_year`` → ``age_band`` (age reached in the reference year)."""
+def age_band_expr(band: AgeBand, reference_year: int) -> pl.Expr:
+    """The row-by-row map ``birth_year`` → ``age_band`` (age reached in ``reference_year``)."""
     labels = age_band_labels(band)
-    age = (pl.lit(REFERENCE_YEAR) - pl.col("birth_year")).clip(0, band.top)
+    age = (pl.lit(reference_year) - pl.col("birth_year")).clip(0, band.top)
     index = (age // band.width).cast(pl.Int64)
     return index.replace_strict(list(range(len(labels))), list(labels), return_dtype=pl.String).alias(
         "age_band"
@@ -100,6 +96,12 @@ def check_column(
         if column == "age_band" and "birth_year" not in table.columns:
             raise source.error(
                 where, f"{what}: age_band is derived from birth_year, which '{policy.dataset}' does not have"
+            )
+        if column == "age_band" and policy.domains.reference_date is None:
+            raise source.error(
+                where,
+                f"{what}: age_band needs the day ages are reached, and the policy of '{policy.dataset}' "
+                f"({policy.path}) declares no reference_date / 策略缺少 reference_date",
             )
         return
     at = source.at(where)
@@ -128,8 +130,10 @@ def public_domains(
 ) -> dict[str, tuple[Any, ...]]:
     """The public keys of every usable column that has them (declared keys win)."""
     keys: dict[str, tuple[Any, ...]] = dict(table.meta.public_keys)
-    if "birth_year" in table.columns:
-        keys["birth_year"] = BIRTH_YEARS
+    span = policy.domains.year_span("birth_date")
+    if "birth_year" in table.columns and span is not None:
+        keys["birth_year"] = tuple(range(span[0], span[1] + 1))
+    if "birth_year" in table.columns and policy.domains.reference_date is not None:
         keys["age_band"] = age_band_labels(band)
     for column, values in declared.items():
         check_column(column, policy, table, "keys", source, ("keys", column))
@@ -151,8 +155,10 @@ def require_keys(column: str, keys: Mapping[str, Any], what: str, source: Source
         )
 
 
-def make_view(table: TableLike, keys: Mapping[str, tuple[Any, ...]], band: AgeBand, derived: bool) -> View:
-    """The table's frame with the derived columns (if ``derived``) and the public ``keys``."""
-    frame = table.frame.with_columns(age_band_expr(band)) if derived else table.frame
+def make_view(
+    table: TableLike, keys: Mapping[str, tuple[Any, ...]], band: AgeBand, reference: date | None
+) -> View:
+    """The table's frame with ``age_band`` (if ``reference``, the day ages are reached) and ``keys``."""
+    frame = table.frame.with_columns(age_band_expr(band, reference.year)) if reference else table.frame
     meta = FrameMeta.from_lazyframe(frame, keys, max_rows=table.meta.max_rows)
     return View(frame, meta, table.unit)

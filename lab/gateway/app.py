@@ -29,9 +29,9 @@ from lab.gateway import inputs
 from lab.gateway.auth import Caller, TokenVerifier
 from lab.gateway.governance_routes import routes as governance_routes
 from lab.gateway.revocation import Sweeper
-from lab.gateway.service import Gateway
 from lab.ledger import Kind
 from lab.policy import load_policies
+from lab.services.queries import Gateway
 from lab.settings import Settings, load_settings
 
 PREFIX = "/services/gateway"

@@ -3,7 +3,7 @@
 Reached through the hub's proxy at ``/services/gateway/console/``. Every page and every
 form post resolves the session (:mod:`lab.gateway.sessions`) and checks the role in a
 dependency before anything else runs, so a person without the role gets a 403 page
-whatever the request looks like; :class:`~lab.gateway.governance.Governance` checks the
+whatever the request looks like; :class:`~lab.services.governance.Governance` checks the
 role again. Forms carry the session's CSRF token. Pages are in Chinese by default; the
 header switches to English (a cookie remembers it).
 """
@@ -30,11 +30,11 @@ from lab import validate
 from lab.errors import AccessDenied, LabError, NotAuthenticated
 from lab.gateway import i18n
 from lab.gateway.charts import budget_chart
-from lab.gateway.governance import Governance
 from lab.gateway.governance_api import attachment
 from lab.gateway.origins import console_target
 from lab.gateway.sessions import FLOW_COOKIE, LANG_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Session, Sessions
 from lab.ledger import Kind
+from lab.services.governance import Governance
 
 KINDS = sorted(
     {v for k, v in vars(Kind).items() if k.isupper()}

@@ -20,9 +20,9 @@ from lab import validate
 from lab.errors import NotAuthenticated
 from lab.gateway import inputs
 from lab.gateway.auth import Caller, TokenVerifier
-from lab.gateway.governance import Governance
 from lab.gateway.minio_audit import PATH as WEBHOOK_PATH
 from lab.gateway.minio_audit import AuditSink, entries
+from lab.services.governance import Governance
 
 JsonBody = Annotated[dict[str, Any] | None, Body()]
 

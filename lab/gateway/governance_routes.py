@@ -1,6 +1,6 @@
 """Wires the governance half into the gateway app: one call from ``lab.gateway.app``.
 
-``routes(app)`` builds :class:`~lab.gateway.governance.Governance` on the app's ledger,
+``routes(app)`` builds :class:`~lab.services.governance.Governance` on the app's ledger,
 policies and settings, and returns one router with the bearer API
 (:mod:`~lab.gateway.governance_api`), MinIO's audit webhook and the consoles
 (:mod:`~lab.gateway.console`), and puts the role guard (:mod:`~lab.gateway.guard`) in
@@ -22,13 +22,13 @@ from fastapi import APIRouter, FastAPI
 from lab import access, auditpkg
 from lab.gateway import console as console_pages
 from lab.gateway import governance_api
-from lab.gateway.governance import Governance
 from lab.gateway.guard import RoleGuard
 from lab.gateway.minio_audit import AuditSink
 from lab.gateway.origins import OriginGuard
 from lab.gateway.sessions import Sessions
 from lab.ledger import Grant, Kind
 from lab.ledger.sweep import ReservationSweeper
+from lab.services.governance import Governance
 
 PREFIX = "/services/gateway"
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ from lab import storage, validate, vault
 from lab.errors import NotAuthenticated
 from lab.ledger import Kind, Ledger
 from lab.settings import Settings
+from lab.store import layout
 
 TOKEN_SECRET = "minio-audit-token"
 PATH = "/minio/audit"
@@ -48,7 +49,7 @@ class Download:
     @property
     def details(self) -> dict[str, Any]:
         return {
-            "object": f"{storage.EXTRACTS_BUCKET}/{self.object}",
+            "object": f"{layout.EXTRACTS_BUCKET}/{self.object}",
             **({"refused_object": self.refused_object} if self.refused_object else {}),
             "outcome": "ok" if 200 <= self.status < 300 else "denied",
             "status": self.status,
@@ -101,7 +102,7 @@ def _or(check: Any, value: Any) -> str | None:
 def download(entry: dict[str, Any]) -> Download | None:
     """The download an audit entry reports, or None if it is not an analyst's extract read."""
     api = entry.get("api") or {}
-    if api.get("name") != "GetObject" or api.get("bucket") != storage.EXTRACTS_BUCKET:
+    if api.get("name") != "GetObject" or api.get("bucket") != layout.EXTRACTS_BUCKET:
         return None
     if entry.get("accessKey") == storage.MINIO_ROOT_USER and not entry.get("parentUser"):
         return None  # the bureau's own services

@@ -49,6 +49,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from lab.errors import ConfigError
+from lab.hashing import canonical_json
 from lab.ledger.db import GENESIS_HASH, audit, audit_head
 from lab.ledger.models import AuditRecord, VerifyResult
 
@@ -60,11 +61,6 @@ _FORBIDDEN_KEY_RE = re.compile(
 )
 _BATCH = 1000
 log = logging.getLogger(__name__)
-
-
-def canonical_json(value: Any) -> str:
-    """The one serialisation used for hashing and for storing details."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def format_time(at: datetime) -> str:

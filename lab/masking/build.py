@@ -15,7 +15,6 @@ Memory stays bounded by Polars' streaming engine and the group table, whatever t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from lab.errors import PolicyError
+from lab.hashing import file_sha256
 from lab.masking.keyed import SCHEME, OrgKey, pseudonymise, watermark
 from lab.masking.shuffle import keyed_order, sink_shuffled
 from lab.masking.transform import (
@@ -381,7 +381,7 @@ def mask_parquet(
         sink_shuffled(query, temporary, plan.seed, rows_hint, distinct=list(plan.pseudonyms))
         rows_out = pq.ParquetFile(temporary).metadata.num_rows
         risk = plan.risk(pl.scan_parquet(temporary))
-        digest = _sha256(temporary)
+        digest = file_sha256(temporary)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
@@ -420,11 +420,3 @@ def preview_risk(
     target = Path(dest)
     plan.query(pl.scan_parquet(source)).sink_parquet(target)
     return plan.measured(pl.scan_parquet(target)), counts
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -7,10 +7,8 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from lab.datasets import REGIONS
 from lab.policy import ColumnPolicy
 
-_DISTRICT = "(" + "|".join(re.escape(r.name) for r in REGIONS) + ")"
 # Values that must never appear in a released text column (defence in depth behind the policy).
 IDENTIFIER_PATTERN = r"\d{17}[\dXx]|1[3-9]\d{9}"
 
@@ -54,8 +52,9 @@ def _generalise(col: pl.Expr, column: ColumnPolicy, labelled: bool) -> pl.Expr:
         return col.dt.year()
     if target == "month":
         return col.dt.truncate("1mo")
-    if target == "district":
-        return col.cast(pl.String).str.extract(_DISTRICT, 1)
+    if target == "district":  # the first name of the policy's district domain found in the text
+        names = "(" + "|".join(re.escape(str(name)) for name in params["districts"]) + ")"
+        return col.cast(pl.String).str.extract(names, 1)
     if "width" in params:  # numeric band: lower bound of [lower, lower + width)
         width = params["width"]
         clipped = col.clip(params.get("bottom"), params.get("top"))

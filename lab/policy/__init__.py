@@ -172,7 +172,7 @@ def load_policies(directory: str | Path) -> dict[str, Policy]:
 def check_policies(directory: str | Path, expected: Iterable[str] = ()) -> list[PolicyProblem]:
     """Every problem of the policy files in ``directory``; empty when all are valid.
 
-    ``expected`` names datasets that must have a policy (e.g. ``lab.datasets.DATASETS``).
+    ``expected`` names datasets that must have a policy (e.g. ``lab.registry.catalogue.DATASETS``).
     """
     directory = Path(directory)
     policies, problems = _parse_directory(directory)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, NamedTuple
 
 LEVELS = ("core", "important", "general")  # 数据分级: 核心 / 重要 / 一般
@@ -75,6 +76,23 @@ class Longitudinal:
 
 
 @dataclass(frozen=True)
+class PublicDomains:
+    """What a policy says is public about a dataset's values."""
+
+    values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # column -> its every value
+    years: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # date column -> first, last year
+    reference_date: date | None = None
+
+    def keys(self, columns: list[str] | tuple[str, ...]) -> dict[str, tuple[Any, ...]]:
+        """The public keys of those ``columns`` that have listed values."""
+        return {c: self.values[c] for c in columns if c in self.values}
+
+    def year_span(self, column: str) -> tuple[int, int] | None:
+        """The first and last year of a date column's public span, or None."""
+        return self.years.get(column)
+
+
+@dataclass(frozen=True)
 class Policy:
     """A validated dataset policy."""
 
@@ -96,6 +114,7 @@ class Policy:
     longitudinal: Longitudinal | None = None
     linked_datasets: tuple[str, ...] = ()  # datasets whose extracts share pseudonyms with this one
     public_identifiers: tuple[str, ...] = ()  # columns a public register names an entity by
+    domains: PublicDomains = field(default_factory=PublicDomains)  # public_domains:, reference_date:
 
     @property
     def threshold(self) -> float:

@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from lab.policy.budget import parse_budget
+from lab.policy.domains import parse_domains, with_districts
 from lab.policy.model import (
     HIDDEN_RULES,
     LEVELS,
@@ -39,6 +40,8 @@ DATASET_KEYS = (
     "longitudinal",
     "linked_datasets",
     "public_identifiers",
+    "reference_date",
+    "public_domains",
     "columns",
     "budget",
 )
@@ -47,7 +50,7 @@ _RULE_KEYS: dict[str, set[str]] = {
     "drop": set(),
     "keep": set(),
     "pseudonym": {"family"},
-    "generalise": {"to", "years", "width", "top", "bottom"},
+    "generalise": {"to", "years", "width", "top", "bottom", "districts"},
     "topcode": {"top", "bottom"},
     "suppress_rare": {"min_count", "replacement"},
 }
@@ -73,7 +76,7 @@ def _number(value: Any) -> bool:
 
 def _schema_kinds(doc: YamlDoc, dataset: str, schema: Schema | None) -> dict[str, str | None] | None:
     if schema is None:
-        from lab.datasets import DATASETS
+        from lab.registry.catalogue import DATASETS
 
         if dataset not in DATASETS:
             known = ", ".join(DATASETS)
@@ -112,6 +115,8 @@ def build_policy(
     public = _column_list(
         doc, ("public_identifiers",), value.get("public_identifiers", []), columns, "public identifier"
     )
+    domains = parse_domains(doc, value, dataset, kinds)
+    columns = with_districts(doc, columns, domains)
     policy = Policy(
         dataset=dataset,
         path=doc.path,
@@ -131,6 +136,7 @@ def build_policy(
         longitudinal=longitudinal,
         linked_datasets=linked,
         public_identifiers=public,
+        domains=domains,
     )
     if "masked" in modes:
         for line, reason in release_problems(policy):

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from lab import datasets, demo, extracts, registers, storage
+from lab import demo, extracts, registers, storage
+from lab.registry.catalogue import DATASETS
 from lab.settings import Settings
 from lab.stack.ui import Progress
 
 
 def seed(settings: Settings, ui: Progress) -> None:
     client = storage.root_client(settings)
-    missing = [name for name in datasets.DATASETS if registers.raw_meta(client, name) is None]
+    missing = [name for name in DATASETS if registers.raw_meta(client, name) is None]
     if missing:
         with ui.step(f"Generating demo registers ({demo.DATA_ROWS:,} residents)"):
-            registers.generate(settings, rows=demo.DATA_ROWS, seed=demo.DATA_SEED, names=missing)
+            from lab.stack import demodata  # the generator is loaded only to make demo data
+
+            demodata.generate(settings, rows=demo.DATA_ROWS, seed=demo.DATA_SEED, names=missing)
     with extracts.ledger(settings) as ledger:
         if ledger.list_grants():
             return

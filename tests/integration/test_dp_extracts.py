@@ -15,11 +15,12 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from lab import registers, storage
+from lab import storage
 from lab.extracts import ledger as open_ledger
 from lab.extracts import versions
 from lab.ledger import Ledger
 from lab.settings import Settings
+from lab.store import layout
 from tests.integration import keycloak_test_client as kct
 
 pytestmark = pytest.mark.integration
@@ -102,7 +103,7 @@ def test_dp_tables_charge_exactly_their_epsilon_and_overspending_writes_nothing(
         io.BytesIO(client.get_object(storage.EXTRACTS_BUCKET, f"{prefix}/schooling.parquet").read())
     )
     raw = pl.read_parquet(
-        io.BytesIO(client.get_object(storage.RAW_BUCKET, registers.raw_object("population")).read())
+        io.BytesIO(client.get_object(storage.RAW_BUCKET, layout.raw_object("population")).read())
     )
     truth = raw.group_by(["district", "education"]).agg(pl.len().alias("truth"))
     joined = people.join(truth, on=["district", "education"], how="left").fill_null(0)

@@ -22,6 +22,8 @@ from lab.extracts import ledger as open_ledger
 from lab.masking import OrgKey, mask_parquet
 from lab.policy import load_policies
 from lab.settings import Settings
+from lab.stack import demodata
+from lab.store import layout
 from tests.integration import keycloak_test_client as kct
 
 pytestmark = pytest.mark.integration
@@ -64,7 +66,7 @@ def masked_grants(lab_stack: Settings) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def built(lab_stack: Settings, masked_grants: None) -> dict[tuple[str, str], pl.DataFrame]:
     """Extracts built through the CLI and downloaded with the analysts' own STS credentials."""
-    registers.generate(
+    demodata.generate(
         lab_stack, rows=demo.DATA_ROWS, seed=demo.DATA_SEED, names=["population", "social_insurance"]
     )
     kct.ensure(lab_stack)
@@ -85,7 +87,7 @@ def built(lab_stack: Settings, masked_grants: None) -> dict[tuple[str, str], pl.
 
 
 def _raw(settings: Settings, dataset: str) -> pl.DataFrame:
-    data = storage.root_client(settings).get_object(storage.RAW_BUCKET, registers.raw_object(dataset)).read()
+    data = storage.root_client(settings).get_object(storage.RAW_BUCKET, layout.raw_object(dataset)).read()
     return pl.read_parquet(io.BytesIO(data))
 
 

@@ -20,11 +20,12 @@ import polars as pl
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from lab import registers, storage
+from lab import storage
 from lab.extracts import ledger as open_ledger
 from lab.ledger import Ledger
 from lab.settings import Settings
 from lab.stack import procs
+from lab.store import layout
 from tests.integration import keycloak_test_client as kct
 
 pytestmark = pytest.mark.integration
@@ -253,9 +254,7 @@ def test_fifty_concurrent_queries_on_postgresql(
 
 def _true_counts(settings: Settings) -> dict[str, int]:
     data = (
-        storage.root_client(settings)
-        .get_object(storage.RAW_BUCKET, registers.raw_object("population"))
-        .read()
+        storage.root_client(settings).get_object(storage.RAW_BUCKET, layout.raw_object("population")).read()
     )
     counts = pl.read_parquet(io.BytesIO(data), columns=["district"])["district"].value_counts()
     return dict(zip(counts["district"].to_list(), counts["count"].to_list(), strict=True))

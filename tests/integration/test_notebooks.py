@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from lab.extracts import ledger as open_ledger
-from lab.hubauth import REFUSED
+from lab.hub.auth import REFUSED
 from lab.settings import Settings
 from tests.integration.browser import browser, hub_api, login, run_in_kernel, run_json  # noqa: F401
 

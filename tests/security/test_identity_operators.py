@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from lab import iam, vault
-from lab.hub import user_url
+from lab.hub.config import user_url
 from lab.settings import Settings
 from tests.integration import keycloak_test_client as kct
 from tests.security.identity_support import HubSession, Snapshot, api, bearer, hub_session

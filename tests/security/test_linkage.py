@@ -22,13 +22,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lab import demo, extracts, registers, storage
-from lab.datasets import generate
+from lab import demo, extracts, storage
 from lab.errors import PolicyError
 from lab.masking import OrgKey, mask_frame
 from lab.policy import Policy, load_policies
 from lab.risk import household_risk, joined_view, record_risk, refuse_if_exceeded
 from lab.settings import Settings
+from lab.stack import demodata
+from lab.synthetic import generate
 from tests.security import linkage_attacks as attacks
 
 pytestmark = pytest.mark.security
@@ -167,7 +168,7 @@ def test_trajectory_uniqueness(
 
 @pytest.fixture(scope="module")
 def registered(lab_stack: Settings) -> Settings:
-    registers.generate(
+    demodata.generate(
         lab_stack,
         rows=demo.DATA_ROWS,
         seed=demo.DATA_SEED,

@@ -29,7 +29,7 @@ from playwright.sync_api import Browser, Page
 
 from lab import vault
 from lab.extracts import ledger as open_ledger
-from lab.hub import user_url
+from lab.hub.config import user_url
 from lab.settings import Settings
 from tests.integration import keycloak_test_client as kct
 from tests.integration.browser import browser  # noqa: F401

@@ -25,7 +25,8 @@ import glob
 def _argv(p):
     return open(p, "rb").read().split(b"\\0")
 server = next(int(p.split("/")[2]) for p in glob.glob("/proc/[0-9]*/cmdline")
-              if _argv(p)[0].rsplit(b"/", 1)[-1].startswith(b"python") and b"lab.spawner.inside" in _argv(p))
+              if _argv(p)[0].rsplit(b"/", 1)[-1].startswith(b"python")
+              and b"lab.hub.spawner.inside" in _argv(p))
 """
 
 ATTACH = (
@@ -73,7 +74,7 @@ os.makedirs(site, exist_ok=True)
 open(os.path.join(site, "usercustomize.py"), "w").write(hook("user site:"))
 os.makedirs(os.path.expanduser("~/.jupyter"), exist_ok=True)
 open(os.path.expanduser("~/.jupyter/jupyter_server_config.py"), "w").write(
-    hook("home config:") + "c.ServerApp.jpserver_extensions = {'lab.spawner.guard': False}\\n")
+    hook("home config:") + "c.ServerApp.jpserver_extensions = {'lab.hub.spawner.guard': False}\\n")
 open("x.csv", "w").write("a,b\\n1,2\\n")
 if os.path.exists(marker):
     os.remove(marker)
@@ -95,7 +96,7 @@ def test_code_planted_in_the_home_does_not_run_in_the_server(
     try:
         restart_server(analyst, lab_stack)
         ran_in = run_json(analyst, ANALYST, RAN_IN)
-        in_server = [line for line in ran_in if "lab.spawner.inside" in line]
+        in_server = [line for line in ran_in if "lab.hub.spawner.inside" in line]
         assert in_server == [], in_server  # neither shadow package, user site nor home config ran
         refused = fetch(analyst, f"/user/{ANALYST}/files/x.csv")
         assert 400 <= refused["status"] < 500, refused["status"]  # the guard is still on

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from lab.errors import BudgetExhausted, LabError, PolicyError
-from lab.gateway.service import budget_limits
 from lab.ledger import FAILED_BEFORE_NOISE, Ledger
 from lab.ledger.db import DELTA_SCALE, EPS_SCALE
 from lab.ledger.sweep import ReservationSweeper
 from lab.ledger.totals import DEFAULT, Limits
 from lab.policy import load_policy
+from lab.services.queries import budget_limits
 from tests.unit.test_ledger import EXPIRY, START, FakeClock, make_grant
 
 pytestmark = pytest.mark.unit

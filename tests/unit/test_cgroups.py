@@ -1,4 +1,4 @@
-"""The sandbox's resource limits on cgroup v2 and v1 (``lab.spawner.cgroups``).
+"""The sandbox's resource limits on cgroup v2 and v1 (``lab.hub.spawner.cgroups``).
 
 Most tests run against a temporary directory shaped like a cgroupfs (the files the kernel
 would create are made by the test). The last ones use this host's real hierarchies: the
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from lab.errors import ConfigError
-from lab.spawner import cgroups
-from lab.spawner.cgroups import CgroupV1, CgroupV2, Hierarchy, detect, for_host
+from lab.hub.spawner import cgroups
+from lab.hub.spawner.cgroups import CgroupV1, CgroupV2, Hierarchy, detect, for_host
 
 pytestmark = pytest.mark.unit
 

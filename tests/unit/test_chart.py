@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from lab import iam
-from lab.hubauth import OPERATOR_GROUP, OPERATOR_ROLE, subdomain_hook
+from lab.hub.auth import OPERATOR_GROUP, OPERATOR_ROLE, subdomain_hook
 from lab.settings import load_settings
 from lab.stack import install
 from lab.stack.ui import Progress
@@ -279,7 +279,7 @@ def test_the_hub_runs_the_charts_jupyterhub_with_its_curl_client(loaded: dict[st
 
 def test_the_lab_authenticator_is_configured_from_the_values(loaded: dict[str, Any]) -> None:
     auth = loaded["authenticator"]
-    assert auth["class"] == "lab.hubauth.LabAuthenticator"
+    assert auth["class"] == "lab.hub.auth.LabAuthenticator"
     assert auth["bases"][0] == "oauthenticator.generic.GenericOAuthenticator"
     assert auth["client_id"] == iam.HUB_CLIENT_ID and auth["client_secret_set"]
     assert auth["approved_organisations"] and auth["admin_role"] == "operator"
@@ -291,7 +291,7 @@ def test_the_lab_authenticator_is_configured_from_the_values(loaded: dict[str, A
 
 def test_every_notebook_login_is_recorded_by_the_post_auth_hook(loaded: dict[str, Any]) -> None:
     auth = loaded["authenticator"]
-    assert auth["post_auth_hook"] == "lab.hublogin.record_login" and auth["hook_returned_login"]
+    assert auth["post_auth_hook"] == "lab.hub.login.record_login" and auth["hook_returned_login"]
     assert [(r["kind"], r["actor"], r["organisation"], r["details"]) for r in loaded["ledger"]] == [
         ("login", "li.na", "qilu-energy", {"via": "hub", "roles": ["analyst"]})
     ]
@@ -319,7 +319,7 @@ def test_operators_tokens_and_hosts_as_on_one_machine(loaded: dict[str, Any]) ->
     hub = loaded["hub"]
     assert hub["token_expires_in_max_seconds"] == hub["oauth_token_expires_in"] == iam.HUB_TOKEN_MAX_SECONDS
     assert hub["subdomain_host"] == "https://lab.example.org"
-    assert hub["subdomain_hook"] == "lab.hubauth.subdomain_hook"
+    assert hub["subdomain_hook"] == "lab.hub.auth.subdomain_hook"
     # The same hosts as the one-machine hub (JupyterHub 6.1.1) computes: a user's own subdomain
     # (an IDNA-safe label for a name that is not one), services on the hub's host.
     assert hub["user_host"] == subdomain_hook("li.na", "lab.example.org", "user") != "lab.example.org"

@@ -10,8 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lab import datasets
-from lab.datasets import (
+from lab import synthetic as datasets
+from lab.errors import ConfigError, NotFound
+from lab.synthetic import (
     DATASETS,
     REGIONS,
     generate,
@@ -19,7 +20,6 @@ from lab.datasets import (
     is_valid_resident_id,
     write_parquet,
 )
-from lab.errors import ConfigError, NotFound
 
 pytestmark = pytest.mark.unit
 

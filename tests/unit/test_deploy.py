@@ -513,14 +513,14 @@ def test_notebook_image_carries_what_analysts_need() -> None:
     # default app settings directory of a /usr/local install, and the same update check.
     copies = {x.args.split()[-1]: x.args.split()[-2] for x in instructions if x.keyword == "COPY"}
     overrides = copies["/usr/local/share/jupyter/lab/settings/overrides.json"]
-    assert overrides == "lab/spawner/jupyterlab/overrides.json"
+    assert overrides == "lab/hub/spawner/jupyterlab/overrides.json"
     assert json.loads((REPO / overrides).read_text())["@jupyterlab/translation-extension:plugin"] == {
         "locale": "zh_CN"
     }
     server = json.loads(
         (REPO / copies["/usr/local/etc/jupyter/jupyter_server_config.d/datalab.json"]).read_text()
     )
-    spawner = (REPO / "lab" / "spawner" / "spawner.py").read_text()
+    spawner = (REPO / "lab" / "hub" / "spawner" / "spawner.py").read_text()
     for section, options in server.items():
         for option, value in options.items():
             assert f'"--{section}.{option}={value}"' in spawner, (section, option)

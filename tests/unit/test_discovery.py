@@ -1,6 +1,6 @@
 """Sensitive-data discovery: planted identifiers are found by value, decoys are not flagged.
 
-The files are written here by a generator of our own (no ``lab.datasets``): valid check
+The files are written here by a generator of our own (no ``lab.synthetic``): valid check
 characters for the planted columns, deliberately wrong ones for the decoys. Column names
 say nothing (``col_7``), so only values can give a column away. No planted value may appear
 in what the scanner prints.
@@ -481,5 +481,5 @@ def test_text_report_is_bilingual(result: ScanResult) -> None:
 
 
 def test_discovery_does_not_import_the_generator() -> None:
-    code = "import sys, lab.discovery; sys.exit('lab.datasets' in sys.modules)"
+    code = "import sys, lab.discovery; sys.exit('lab.synthetic' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -30,8 +30,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from lab import dpextract
-from lab.datasets import DATASETS, generate
-from lab.datasets.domains import public_keys
 from lab.dp import FrameMeta, PrivacyUnit
 from lab.dpextract import model as fitting
 from lab.dpextract.budget import EPSILON_UNITS, mechanism_epsilon, split_units
@@ -42,19 +40,22 @@ from lab.ledger import Ledger
 from lab.ledger.db import EPS_SCALE
 from lab.policy import Policy, load_policies
 from lab.rawtables import Table, dp_view
+from lab.registry.catalogue import DATASETS
+from lab.synthetic import generate
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 LARGE = 1_000_000  # the issue states the synthetic-data tolerance at ε = 1 on 1M rows
 QUASI = ["sex", "birth_date", "district", "education", "marital_status"]
+REFERENCE_YEAR = 2025  # the year of the population policy's reference_date: ages are reached in it
 
 
 def make_table(raw: pl.DataFrame, policy: Policy) -> Table:
     """The gateway's DP view of a raw register, as ``RawTables.table`` builds it."""
     frame, columns = dp_view(raw.lazy(), policy)
     identifier = policy.privacy_unit if policy.max_rows > 1 else None
-    meta = FrameMeta.from_lazyframe(frame, public_keys(list(columns)), max_rows=max(raw.height, 1))
+    meta = FrameMeta.from_lazyframe(frame, policy.domains.keys(columns), max_rows=max(raw.height, 1))
     return Table(frame, meta, PrivacyUnit(policy.max_rows, identifier), columns, raw.height)
 
 
@@ -277,7 +278,7 @@ def test_split_and_mechanism_epsilon() -> None:
 
 def _truth(population_raw: pl.DataFrame, group_by: list[str]) -> pl.DataFrame:
     frame = population_raw.with_columns(birth_year=pl.col("birth_date").dt.year().cast(pl.Int64))
-    frame = frame.with_columns(age_band_expr(AgeBand()))
+    frame = frame.with_columns(age_band_expr(AgeBand(), REFERENCE_YEAR))
     return frame.group_by(group_by).agg(pl.len().alias("truth"))
 
 
@@ -495,7 +496,7 @@ def test_encodings_round_trip() -> None:
     values = binned.decode(codes["x"].to_numpy(), rng)
     assert 0 <= values[0] < 5 and 5 <= values[1] < 10 and 10 <= values[2] <= 100 and values[3] is None
     assert cat.decode(codes["d"].to_numpy(), rng).to_list() == ["a", "b", None, None]
-    years = Years("day", 2024, 2025, pl.Date())
+    years = Years("day", 2024, 2025, pl.Date(), until=date(2025, 6, 30))  # the policy's reference_date
     days = years.decode(np.array([0, 1, 2] * 100), rng)
     assert days.dt.year().drop_nulls().is_in([2024, 2025]).all() and days.null_count() == 100
     assert days.max() <= date(2025, 6, 30)  # type: ignore[operator]

@@ -14,8 +14,8 @@ from lab.directory import Person
 from lab.errors import NotAuthenticated
 from lab.gateway.auth import Caller, TokenVerifier, check_hub_token
 from lab.gateway.revocation import Sweeper
-from lab.hub import configure
-from lab.hubauth import OPERATOR_GROUP, OPERATOR_ROLE
+from lab.hub.auth import OPERATOR_GROUP, OPERATOR_ROLE
+from lab.hub.config import configure
 from lab.settings import load_settings
 
 pytestmark = pytest.mark.unit
@@ -125,7 +125,7 @@ def test_lab_scopes_are_given_only_to_the_labs_clients() -> None:
 def test_only_keycloak_operators_land_in_the_operator_group() -> None:
     import asyncio
 
-    from lab.hubauth import LabAuthenticator
+    from lab.hub.auth import LabAuthenticator
 
     auth = LabAuthenticator(
         approved_organisations={"qilu-energy"}, manage_groups=True, auth_state_groups_key="oauth_user.groups"

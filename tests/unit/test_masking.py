@@ -10,7 +10,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lab.datasets import write_parquet
 from lab.errors import AccessDenied, PolicyError
 from lab.masking import (
     Fingerprint,
@@ -23,6 +22,7 @@ from lab.masking import (
     trace,
 )
 from lab.policy import Policy, load_policies, load_policy
+from lab.synthetic import write_parquet
 
 pytestmark = pytest.mark.unit
 
@@ -233,7 +233,8 @@ def test_generalise_topcode_and_rare_value_rules(tmp_path: Path) -> None:
     path = tmp_path / "survey.yaml"
     path.write_text(
         "dataset: survey\nrelease_modes: [masked]\nquasi_identifiers: [home, born]\nk: 2\ncolumns:\n"
-        "  home: {level: general, pi: pi, identifier: direct, rule: generalise, to: district}\n"
+        "  home: {level: general, pi: pi, identifier: direct, rule: generalise, to: district,\n"
+        "         districts: [淄川区, 张店区, 博山区, 临淄区, 周村区, 桓台县, 高青县, 沂源县]}\n"
         "  born: {level: general, pi: pi, rule: generalise, to: year}\n"
         "  pay: {level: general, pi: pi, rule: generalise, to: band, width: 1000, top: 9000}\n"
         "  job: {level: general, pi: pi, rule: suppress_rare, min_count: 2}\n"

@@ -11,7 +11,7 @@ from traitlets.config import Config
 
 from lab.errors import ConfigError
 from lab.gateway.origins import OriginGuard, console_target, content_security_policy
-from lab.hub import configure, subdomain_hook, user_url
+from lab.hub.config import configure, subdomain_hook, user_url
 from lab.settings import load_settings
 
 pytestmark = pytest.mark.unit

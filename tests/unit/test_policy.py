@@ -9,7 +9,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lab.datasets import DATASETS
 from lab.errors import AccessDenied, ConfigError, PolicyError
 from lab.policy import (
     NegativeList,
@@ -20,6 +19,7 @@ from lab.policy import (
     load_policy,
     require_release,
 )
+from lab.registry.catalogue import DATASETS
 
 pytestmark = pytest.mark.unit
 

@@ -9,11 +9,11 @@ import pytest
 from tornado import web
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
-from lab.spawner import rootfs
-from lab.spawner.guard import DownloadGuard
-from lab.spawner.proxy import _UNIX_PORT
-from lab.spawner.relay import Route, parse, serve
-from lab.spawner.sandbox import RUN_DIR, SERVER_DIR, SandboxPaths, args_blob, bwrap_argv
+from lab.hub.spawner import rootfs
+from lab.hub.spawner.guard import DownloadGuard
+from lab.hub.spawner.proxy import _UNIX_PORT
+from lab.hub.spawner.relay import Route, parse, serve
+from lab.hub.spawner.sandbox import RUN_DIR, SERVER_DIR, SandboxPaths, args_blob, bwrap_argv
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +33,7 @@ def _argv() -> list[str]:
         uid=20001,
         paths=paths,
         env={"HOME": "/home/li.na"},
-        command=["python", "-m", "lab.spawner.inside"],
+        command=["python", "-m", "lab.hub.spawner.inside"],
     )
 
 
@@ -206,7 +206,7 @@ def test_guard_sends_notebooks_up_to_the_cap_and_no_file_bodies() -> None:
 def test_server_does_not_listen_without_the_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     from jupyter_server.serverapp import ServerApp
 
-    from lab.spawner import guard, inside
+    from lab.hub.spawner import guard, inside
 
     calls: list[str] = []
     monkeypatch.setattr(ServerApp, "init_httpserver", lambda self: calls.append("bound"))

@@ -194,7 +194,7 @@ def test_pending_export_is_not_downloadable(book: Ledger) -> None:
 
 
 def test_hub_logins_are_recorded_without_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lab.hublogin import record_login
+    from lab.hub.login import record_login
 
     monkeypatch.setenv("DATALAB_HOME", str(tmp_path))
     monkeypatch.delenv("DATALAB_DB_URL", raising=False)

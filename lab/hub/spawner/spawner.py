@@ -9,7 +9,7 @@ While the server lives, the spawner refreshes the access token (Keycloak tokens 
 minutes; a token frozen into the environment at spawn would go stale) with the refresh
 token kept in the hub's encrypted auth state.
 
-Root never follows a name the sandbox can write (see ``lab.spawner.rootfs`` and the table
+Root never follows a name the sandbox can write (see ``lab.hub.spawner.rootfs`` and the table
 in docs/notebooks.md). Per user, under ``<state>/run/sandbox/<user>/`` (root's, 0755):
 
 - ``relay/`` (``root:<uid>`` 0750, read-only in the sandbox at ``/run/datalab``): the
@@ -40,15 +40,15 @@ import httpx
 from jupyterhub.spawner import Spawner
 from traitlets import Float, Integer, List, Unicode, default, validate
 
+from lab.hub.spawner import cgroups, rootfs
+from lab.hub.spawner.cgroups import Cgroup
+from lab.hub.spawner.sandbox import RUN_DIR, SERVER_DIR, SandboxPaths, args_blob, bwrap_argv
 from lab.settings import load_settings
-from lab.spawner import cgroups, rootfs
-from lab.spawner.cgroups import Cgroup
-from lab.spawner.sandbox import RUN_DIR, SERVER_DIR, SandboxPaths, args_blob, bwrap_argv
 
 OOM_STATUS = 137
 SERVER_SOCKET = "jupyter.sock"
-CONFIG_DIR = "/opt/datalab/lab/spawner/jupyter_config"  # read-only: enables lab.spawner.guard
-DATA_DIR = "/opt/datalab/lab/spawner/jupyter_data"  # read-only: no kernels or extensions from home
+CONFIG_DIR = "/opt/datalab/lab/hub/spawner/jupyter_config"  # read-only: enables lab.hub.spawner.guard
+DATA_DIR = "/opt/datalab/lab/hub/spawner/jupyter_data"  # read-only: no kernels or extensions from home
 
 
 def _alive(pid: int | None) -> bool:
@@ -242,7 +242,7 @@ class SandboxSpawner(Spawner):
                 "SHELL": "/bin/bash",
                 "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
                 "LANG": "C.UTF-8",
-                "PYTHONPATH": "/opt/datalab/lab/spawner/stubs:/opt/datalab",
+                "PYTHONPATH": "/opt/datalab/lab/hub/spawner/stubs:/opt/datalab",
                 "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub_port}/hub/api",
                 "DATALAB_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}/services/gateway",
                 "DATALAB_S3_ENDPOINT": f"127.0.0.1:{s3_port}",
@@ -272,14 +272,14 @@ class SandboxSpawner(Spawner):
             f"--ServerApp.sock={SERVER_DIR}/{SERVER_SOCKET}",
             "--ServerApp.sock_mode=0600",
             f"--ServerApp.root_dir=/home/{self.user.name}",
-            # 中文 by default, no news or update checks (lab/spawner/jupyterlab/overrides.json).
-            "--LabApp.app_settings_dir=/opt/datalab/lab/spawner/jupyterlab",
+            # 中文 by default, no news or update checks (lab/hub/spawner/jupyterlab/overrides.json).
+            "--LabApp.app_settings_dir=/opt/datalab/lab/hub/spawner/jupyterlab",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
             *self.get_args(),
         ]
         # -P: the home (the working directory) is not on sys.path; -s: no user site-packages.
         # Both hold for the server only; kernels keep the usual behaviour.
-        return [sys.executable, "-P", "-s", "-m", "lab.spawner.inside", *relays, "--", *server]
+        return [sys.executable, "-P", "-s", "-m", "lab.hub.spawner.inside", *relays, "--", *server]
 
     async def _start_relays(self) -> None:
         ports = self.settings.ports
@@ -289,7 +289,7 @@ class SandboxSpawner(Spawner):
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "lab.spawner.relay",
+            "lab.hub.spawner.relay",
             *routes,
             start_new_session=True,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.settings.repo)},

@@ -17,7 +17,7 @@ sandbox can neither remove nor reconfigure it. Data leaves the lab through the a
 
 The extension also makes the server process non-dumpable (``PR_SET_DUMPABLE`` 0), so
 kernels running under the same uid cannot ptrace it or read its memory to undo the above
-(``lab.spawner.inside`` does the same at the very start). What a person can still copy off
+(``lab.hub.spawner.inside`` does the same at the very start). What a person can still copy off
 the screen, from cell output or a terminal, is the residual risk named in docs/notebooks.md.
 """
 
@@ -33,7 +33,7 @@ from traitlets import Integer
 from traitlets.config import LoggingConfigurable
 
 PR_SET_DUMPABLE = 4
-_loaded = False  # set once the guard is in place; lab.spawner.inside refuses to listen before
+_loaded = False  # set once the guard is in place; lab.hub.spawner.inside refuses to listen before
 REFUSED_PREFIXES = ("files/", "view/", "nbconvert/")
 
 REFUSED = (
@@ -163,9 +163,9 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     ContentsHandler._finish_model = _finish_model  # type: ignore[method-assign]
     _loaded = True
     serverapp.log.info(
-        "lab.spawner.guard: file downloads refused, notebooks up to %d bytes", guard.max_notebook_bytes
+        "lab.hub.spawner.guard: file downloads refused, notebooks up to %d bytes", guard.max_notebook_bytes
     )
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "lab.spawner.guard"}]
+    return [{"module": "lab.hub.spawner.guard"}]

@@ -1,5 +1,5 @@
 # Read-only configuration of every sandboxed notebook server (JUPYTER_CONFIG_DIR points here).
-# jupyter_server_config.json beside it enables lab.spawner.guard; this file keeps in the home
+# jupyter_server_config.json beside it enables lab.hub.spawner.guard; this file keeps in the home
 # what the server writes there on the analyst's behalf (notebook trust, front-end settings),
 # since the configuration and data directories themselves are read-only.
 import os

@@ -31,7 +31,6 @@ check character, and are unique.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,20 +39,21 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from lab.datasets.catalogue import DATASETS, DatasetInfo, dataset
-from lab.datasets.codes import (
+from lab.errors import ConfigError
+from lab.hashing import file_sha256
+from lab.registry.catalogue import DATASETS, DatasetInfo, dataset
+from lab.synthetic.codes import (
     REGIONS,
     is_valid_credit_code,
     is_valid_resident_id,
 )
-from lab.datasets.population import PersonBlock, PopulationStream, person_frame
-from lab.datasets.registers import (
+from lab.synthetic.population import PersonBlock, PopulationStream, person_frame
+from lab.synthetic.registers import (
     entity_count,
     entity_frame,
     social_insurance_frame,
     utility_frame,
 )
-from lab.errors import ConfigError
 
 __all__ = [
     "DATASETS",
@@ -178,16 +178,8 @@ def write_parquet(
             for chunk in generate(name, rows, seed, chunk_rows=chunk_rows, progress=progress):
                 writer.write_table(chunk.to_arrow().cast(schema), row_group_size=chunk_rows)
                 written += chunk.height
-        digest = _sha256(temporary)
+        digest = file_sha256(temporary)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
     return WriteResult(path=target, rows=written, sha256=digest)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -20,10 +20,10 @@ import math
 import numpy as np
 import polars as pl
 
-from lab.datasets.codes import ORG_BODY_SPACE, REGION_CODES, REGION_WEIGHTS, REGIONS, credit_codes
-from lab.datasets.pools import pick, pools
-from lab.datasets.population import AS_OF_DAYS, BLOCK, PersonBlock
-from lab.datasets.rng import block_rng, stream_key, uniform, weighted_choice
+from lab.synthetic.codes import ORG_BODY_SPACE, REGION_CODES, REGION_WEIGHTS, REGIONS, credit_codes
+from lab.synthetic.pools import pick, pools
+from lab.synthetic.population import AS_OF_DAYS, BLOCK, PersonBlock
+from lab.synthetic.rng import block_rng, stream_key, uniform, weighted_choice
 
 STRATUM = 16  # persons per legal entity; divides BLOCK so strata never straddle blocks
 YEAR = 2024  # the year covered by the monthly registers

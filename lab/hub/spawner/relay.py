@@ -6,7 +6,7 @@ the user's private socket directory:
 
 - outside (``--unix PATH=HOST:PORT``, run by the spawner): accepts on the unix socket and
   connects to the service's TCP port on the host;
-- inside (``--tcp PORT=PATH``, run in the sandbox by ``lab.spawner.inside``): accepts on
+- inside (``--tcp PORT=PATH``, run in the sandbox by ``lab.hub.spawner.inside``): accepts on
   the sandbox's own ``127.0.0.1:PORT`` and connects to the unix socket.
 
 Nothing else is forwarded, so a sandbox can reach those three services and no other.
@@ -116,7 +116,9 @@ def _die_with_parent() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.spawner.relay", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lab.hub.spawner.relay", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--unix", action="append", default=[], metavar="PATH=HOST:PORT")
     parser.add_argument("--tcp", action="append", default=[], metavar="PORT=PATH")
     parser.add_argument("--die-with-parent", action="store_true", help="exit when the parent process dies")

@@ -122,7 +122,7 @@ def _flatten(groups: tuple[tuple[str, ...], ...]) -> tuple[pl.Series, np.ndarray
 @lru_cache(maxsize=1)
 def pools() -> Pools:
     """The pools, built on first use and then shared."""
-    from lab.datasets.codes import REGION_NAMES
+    from lab.synthetic.codes import REGION_NAMES
 
     faker = Faker("zh_CN")
     faker.seed_instance(20250630)

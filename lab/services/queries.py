@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from lab import datasets, dp, dpextract, extracts
+from lab import dp, dpextract, extracts
 from lab.errors import ConfigError, LabError
 from lab.gateway.auth import Caller
 from lab.ledger import Grant, Kind, Ledger
@@ -28,6 +28,7 @@ from lab.ledger.db import DELTA_SCALE, EPS_SCALE, to_units
 from lab.ledger.totals import DEFAULT, Limits
 from lab.policy import Policy
 from lab.rawtables import RawTables, Table
+from lab.registry import catalogue
 from lab.settings import Settings
 from lab.suspicious import DatasetProfile
 
@@ -114,7 +115,7 @@ class Gateway:
             return []
         entries = []
         for grant in self.ledger.list_grants(organisation=caller.org, active=True):
-            info = datasets.dataset(grant.dataset)
+            info = catalogue.dataset(grant.dataset)
             table = self.tables.table(grant.dataset)
             schema = table.meta.schema
             entries.append(

@@ -21,10 +21,10 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from lab.datasets.codes import REGION_CODES, REGION_WEIGHTS, REGIONS, resident_ids
-from lab.datasets.pools import MOBILE_PREFIXES, pick, pools
-from lab.datasets.rng import block_rng, rowwise_choice, stream_key, weighted_choice
 from lab.errors import ConfigError
+from lab.synthetic.codes import REGION_CODES, REGION_WEIGHTS, REGIONS, resident_ids
+from lab.synthetic.pools import MOBILE_PREFIXES, pick, pools
+from lab.synthetic.rng import block_rng, rowwise_choice, stream_key, weighted_choice
 
 BLOCK = 65_536  # persons per generation block; fixed so output never depends on chunking
 AS_OF = date(2025, 6, 30)  # the registers describe the city on this day

@@ -11,8 +11,8 @@ from typing import Any
 from urllib.parse import quote
 
 from lab import demo, iam, vault
-from lab.hubauth import OPERATOR_ROLE, REFUSED, subdomain_hook
-from lab.hublogin import record_login
+from lab.hub.auth import OPERATOR_ROLE, REFUSED, subdomain_hook
+from lab.hub.login import record_login
 from lab.settings import Settings
 from lab.stack.install import proxy_binary
 
@@ -41,7 +41,7 @@ def configure(c: Any, settings: Settings) -> None:
     # Sandboxes die with the hub (bwrap --die-with-parent); stopping the hub stops them cleanly.
     c.JupyterHub.cleanup_servers = True
 
-    c.JupyterHub.proxy_class = "lab.spawner.proxy.UnixSocketProxy"
+    c.JupyterHub.proxy_class = "lab.hub.spawner.proxy.UnixSocketProxy"
     c.ConfigurableHTTPProxy.api_url = settings.url("proxy_api")
     c.ConfigurableHTTPProxy.auth_token = vault.secret(settings, "proxy-auth-token")
     c.ConfigurableHTTPProxy.command = [str(proxy_binary(settings))]
@@ -77,7 +77,7 @@ def configure(c: Any, settings: Settings) -> None:
 def _authenticator(c: Any, settings: Settings) -> None:
     """Log in through Keycloak (OpenID Connect, realm ``datalab``)."""
     oidc = f"{settings.issuer}/protocol/openid-connect"
-    c.JupyterHub.authenticator_class = "lab.hubauth.LabAuthenticator"
+    c.JupyterHub.authenticator_class = "lab.hub.auth.LabAuthenticator"
     auth = c.LabAuthenticator
     auth.client_id = iam.HUB_CLIENT_ID
     auth.client_secret = vault.secret(settings, "hub-client-secret")
@@ -98,15 +98,15 @@ def _authenticator(c: Any, settings: Settings) -> None:
     auth.auto_login = True
     auth.refresh_pre_spawn = True
     auth.post_auth_hook = record_login  # every notebook login is an audit record
-    # Nobody is a hub admin; operators get the hub role lab-operator (lab.hubauth).
+    # Nobody is a hub admin; operators get the hub role lab-operator (lab.hub.auth).
     auth.admin_users = set()
     c.JupyterHub.token_expires_in_max_seconds = TOKEN_MAX_SECONDS
     c.JupyterHub.oauth_token_expires_in = TOKEN_MAX_SECONDS
 
 
 def _spawner(c: Any, settings: Settings) -> None:
-    """Each analyst's JupyterLab in a bubblewrap sandbox (lab.spawner)."""
-    c.JupyterHub.spawner_class = "lab.spawner.spawner.SandboxSpawner"
+    """Each analyst's JupyterLab in a bubblewrap sandbox (lab.hub.spawner)."""
+    c.JupyterHub.spawner_class = "lab.hub.spawner.spawner.SandboxSpawner"
     spawner = c.SandboxSpawner
     spawner.default_url = "/lab/tree/welcome.ipynb"
     spawner.mem_limit = "2G"

@@ -7,7 +7,7 @@ says why and what to do.
 
 Nobody is a hub admin. Holders of the operator realm role are put in the hub group
 :data:`OPERATOR_GROUP` at every login (hub groups are managed by this authenticator, so
-nobody can join one through the hub's API), and ``lab.hub`` gives that group
+nobody can join one through the hub's API), and ``lab.hub.config`` gives that group
 :data:`OPERATOR_ROLE`: the admin page, listing people and servers, stopping servers, and
 nothing else — no ``tokens`` (minting tokens for others), no ``access:servers`` (opening
 someone's notebook or kernel), no ``admin:users`` or ``admin:groups``.
@@ -47,7 +47,7 @@ def subdomain_hook(name: str, domain: str, kind: str) -> str:
     """``JupyterHub.subdomain_hook``: each user on a host of their own (``<name>.<domain>``,
     JupyterHub's IDNA rule); services on the hub's host, so the consoles' origin is the hub's
     and no user's. Here, beside the authenticator, because both deployments load this module
-    (one machine through ``lab.hub``, Kubernetes through the chart's ``hub.extraConfig``)."""
+    (one machine through ``lab.hub.config``, Kubernetes through the chart's ``hub.extraConfig``)."""
     if kind == "service":
         return domain
     return str(subdomain_hook_idna(name, domain, kind))

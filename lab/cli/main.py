@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from lab import demo, stack, vault
-from lab.cli_governance import add_parsers as add_governance_parsers
+from lab.cli.governance import add_parsers as add_governance_parsers
 from lab.errors import ConfigError, LabError
 from lab.settings import Settings, load_settings
 from lab.stack import procs
@@ -76,11 +76,12 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dataset_generate(args: argparse.Namespace, settings: Settings) -> int:
-    from lab import registers
+    from lab.stack import demodata
+    from lab.store import layout
 
     ui = Progress()
     with ui.step(f"Generating registers at {args.rows:,} residents (seed {args.seed})"):
-        tables = registers.generate(
+        tables = demodata.generate(
             settings,
             rows=args.rows,
             seed=args.seed,
@@ -88,7 +89,7 @@ def cmd_dataset_generate(args: argparse.Namespace, settings: Settings) -> int:
             progress=_progress_printer(ui),
         )
     for table in tables:
-        print(f"{table.dataset:<17} {table.rows:>12,} rows  raw/{table.object_name}")
+        print(f"{table.dataset:<17} {table.rows:>12,} rows  {layout.RAW_BUCKET}/{table.object_name}")
     return 0
 
 
@@ -139,10 +140,10 @@ def cmd_dataset_scan(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_policy_check(args: argparse.Namespace, settings: Settings) -> int:
-    from lab import datasets
     from lab.policy import check_policies
+    from lab.registry.catalogue import DATASETS
 
-    problems = check_policies(settings.policies_dir, expected=list(datasets.DATASETS))
+    problems = check_policies(settings.policies_dir, expected=list(DATASETS))
     for problem in problems:
         print(str(problem), file=sys.stderr)
     if problems:

@@ -1,6 +1,6 @@
 """``datalab audit …``, ``application …``, ``grant …`` and ``budget …``: governance verbs.
 
-``lab.cli.build_parser`` calls :func:`add_parsers`. These verbs run on the bureau's
+``lab.cli.main.build_parser`` calls :func:`add_parsers`. These verbs run on the bureau's
 server, against the ledger and MinIO directly (no web login): ``--as`` names the
 operator who acts, and the same rules apply as in the console (nobody decides their own
 application; approvals and revocations re-provision MinIO at once).
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.settings import Settings
+from lab.store import layout
 
 
 def _time(value: str) -> datetime:
@@ -39,15 +40,15 @@ def _ledger(settings: Settings) -> Any:
 
 def _governance(settings: Settings, book: Any) -> Any:
     from lab import access
-    from lab.gateway.governance import Governance
     from lab.policy import load_policies
+    from lab.services.governance import Governance
 
     def build(grant: Any, actor: str) -> None:
         prefix = access.ensure_extract(settings, grant, actor=actor)
         if prefix:
             print(f"built extracts/{prefix}/")
 
-    from lab.gateway.service import sync_budget_limits
+    from lab.services.queries import sync_budget_limits
 
     policies = load_policies(settings.policies_dir)
     sync_budget_limits(book, policies, actor="datalab-cli")
@@ -109,7 +110,8 @@ def cmd_audit_archive(args: argparse.Namespace, settings: Settings) -> int:
         print("Nothing new to archive. / 没有需要归档的新记录。")
     else:
         print(
-            f"sealed records {segment.first_seq}–{segment.last_seq} into audit-archive/{segment.object_name} "
+            f"sealed records {segment.first_seq}–{segment.last_seq} into "
+            f"{layout.AUDIT_BUCKET}/{segment.object_name} "
             f"(sha256 {segment.sha256[:16]}…)"
         )
     return 0

@@ -1,0 +1,1 @@
+"""Where bytes live: the object-storage layout (``lab.store.layout``)."""
