@@ -201,6 +201,7 @@ def import_source(
     with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="import-") as tmp:
         make_sampler = None if policy_path else (lambda: Sampler(cap, Path(source.display)))
         written, sample = _stream(source, Path(tmp) / "data.parquet", make_sampler, first)
+        source.verify()
         schema = _schema(written)
         flagged: tuple[str, ...] = ()
         if policy_path is not None:

@@ -82,6 +82,7 @@ def reject_password(url: str) -> None:
 def open_table(url: str) -> Source:
     from lab.ingest.sources import Source
 
+    reject_password(url)
     conninfo, table, display = _parts(url)
     split = urlsplit(conninfo)
     secrets = tuple(s for s in (split.password, split.username) if s)

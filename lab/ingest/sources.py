@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,23 @@ class Source:
     encoding: str | None
     text: bool  # cells arrive as text and are typed by the importer
     read: Callable[[], Iterator[pl.DataFrame]]  # each call reads the source again from the start
+    path: Path | None = None  # a file source, checked by ``verify``
+    identity: tuple[int, ...] = ()
+
+    def verify(self) -> None:
+        """Refuse a file that was replaced or changed while it was read (nothing is published)."""
+        if self.path is None:
+            return
+        try:
+            now = _identity(self.path.lstat())  # a link put in its place has another identity
+        except OSError:
+            now = ()
+        if now != self.identity:
+            raise ConfigError(
+                f"{self.path}: the file changed while it was imported; import it again once it is "
+                "complete (导入过程中文件被修改，请在文件写完后重新导入)",
+                reason="changed",
+            )
 
 
 def open_source(spec: str, encoding: str | None = None) -> Source:
@@ -60,18 +79,17 @@ def open_source(spec: str, encoding: str | None = None) -> Source:
             raise ConfigError("--encoding applies to CSV files only (仅适用于 CSV 文件)", reason="encoding")
         return open_table(spec)
     path = Path(spec)
+    identity = _identity(_regular(path))
     try:
         with path.open("rb") as handle:
             head = handle.read(8)
-    except FileNotFoundError:
-        raise NotFound(f"{path}: no such file (文件不存在)", reason="not-found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the file (无法读取文件): {exc.strerror}") from None
     suffix = path.suffix.lower()
     if encoding and (head.startswith((b"PAR1", b"PK\x03\x04")) or suffix in (".parquet", ".xlsx")):
         raise ConfigError("--encoding applies to CSV files only (仅适用于 CSV 文件)", reason="encoding")
     if head.startswith(b"PAR1") or suffix == ".parquet":
-        return Source(path.name, "parquet", None, False, lambda: _parquet(path))
+        return Source(path.name, "parquet", None, False, lambda: _parquet(path), path, identity)
     if suffix == ".xls" or head.startswith(b"\xd0\xcf\x11\xe0"):
         raise ConfigError(
             f"{path}: old binary Excel (.xls) files are not read; save the sheet as .xlsx or CSV "
@@ -79,9 +97,37 @@ def open_source(spec: str, encoding: str | None = None) -> Source:
             reason="unsupported-format",
         )
     if head.startswith(b"PK\x03\x04") or suffix in (".xlsx", ".xlsm"):
-        return Source(path.name, "xlsx", None, True, lambda: _excel(path))
+        return Source(path.name, "xlsx", None, True, lambda: _excel(path), path, identity)
     chosen = csv_encoding(path, _encoding(encoding) if encoding else None)
-    return Source(path.name, "csv", chosen, True, lambda: _csv(path, chosen))
+    return Source(path.name, "csv", chosen, True, lambda: _csv(path, chosen), path, identity)
+
+
+def _regular(path: Path) -> os.stat_result:
+    """The file's status; refuses what is not one plain file of its own.
+
+    A symbolic link or a second hard link could make an import read a file other than the
+    one the operator named (say, planted in a drop directory others write to); a FIFO or a
+    device would never end.
+    """
+    try:
+        status = path.lstat()
+    except FileNotFoundError:
+        raise NotFound(f"{path}: no such file (文件不存在)", reason="not-found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file (无法读取文件): {exc.strerror}") from None
+    if stat.S_ISLNK(status.st_mode):
+        why = "is a symbolic link; name the file itself (是符号链接，请直接指定文件本身)"
+    elif not stat.S_ISREG(status.st_mode):
+        why = "is not a regular file (不是普通文件)"
+    elif status.st_nlink > 1:
+        why = "has other hard links; import a copy of it (文件存在其他硬链接，请导入其副本)"
+    else:
+        return status
+    raise ConfigError(f"{path}: {why}", reason="bad-source")
+
+
+def _identity(status: os.stat_result) -> tuple[int, ...]:
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 def _encoding(name: str) -> str:
