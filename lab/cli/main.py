@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from lab import demo, stack, vault
 from lab.cli.governance import add_parsers as add_governance_parsers
 from lab.errors import ConfigError, LabError
+from lab.ingest.cli import add_parsers as add_ingest_parsers
 from lab.settings import Settings, load_settings
 from lab.stack import procs
 from lab.stack.ui import Progress
@@ -106,8 +107,10 @@ def _progress_printer(ui: Progress) -> Callable[[str, int, int], None]:
 
 def cmd_dataset_list(args: argparse.Namespace, settings: Settings) -> int:
     from lab import registers
+    from lab.ingest import cli as ingest_cli
+    from lab.ingest import entries as imported
 
-    entries = registers.catalogue(settings)
+    entries = registers.catalogue(settings) + imported(settings, ingest_cli.store_and_audit(settings)[0])
     if args.json:
         print(json.dumps(entries, ensure_ascii=False, indent=2))
         return 0
@@ -277,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per column (column, kind, ...)")
     p.add_argument("--sample", type=int, default=100_000, help="values sampled per column")
     p.set_defaults(func=cmd_dataset_scan)
+    add_ingest_parsers(dataset)
 
     policy = sub.add_parser("policy", help="dataset policies").add_subparsers(dest="verb", required=True)
     policy.add_parser("check", help="validate every policy file").set_defaults(func=cmd_policy_check)
