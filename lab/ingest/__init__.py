@@ -5,13 +5,12 @@ Data flows one way: ``sources`` (CSV, Parquet, Excel, and ``postgres``) yield ba
 the file as a new version of the dataset in the raw bucket (``store``: MinIO, or a
 directory in tests) with its schema, row count and SHA-256, and the scanner's draft policy
 (``lab.discovery``) when no policy is given; ``importer.accept`` publishes a version once
-its policy validates (``lab.policy``), recorded in the audit ledger; ``catalogue`` lists
-the published ones. Nothing here imports the synthetic generator.
+its policy validates (``lab.policy``), recorded in the audit ledger. The catalogue and the gateway find
+the published ones through ``lab.registry``. Nothing here imports the synthetic generator.
 """
 
 from __future__ import annotations
 
-from lab.ingest.catalogue import entries
 from lab.ingest.importer import Imported, accept, import_source, manifests
 from lab.ingest.store import DirStore, MinioStore, RawStore
 
@@ -21,7 +20,6 @@ __all__ = [
     "MinioStore",
     "RawStore",
     "accept",
-    "entries",
     "import_source",
     "manifests",
 ]

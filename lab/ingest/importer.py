@@ -127,14 +127,15 @@ def _check_name(store: RawStore, dataset: str, new_version: bool) -> int:
     return int(existing[-1]["version"]) + 1 if existing else 1
 
 
-def _negative(settings: Settings) -> NegativeList | None:
+def negative_list(settings: Settings) -> NegativeList | None:
+    """The negative list of the policy directory (None if it has none)."""
     path = settings.policies_dir / NEGATIVE_LIST_FILE
     return load_negative_list(path) if path.exists() else None
 
 
 def check_policy(settings: Settings, path: Path, dataset: str, schema: Any) -> Policy:
     """The policy at ``path``, validated for ``dataset`` (its columns, or names to types)."""
-    policy = load_policy(path, schema, _negative(settings))
+    policy = load_policy(path, schema, negative_list(settings))
     if policy.dataset != dataset:
         raise PolicyError(
             f"{path}:1: the policy is for dataset {policy.dataset!r}, not {dataset!r}; set 'dataset: "
@@ -310,7 +311,7 @@ def accept(
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(stored)
         types = {c["name"]: c["type"] for c in manifest["schema"]}
-        check_policy(settings, path, dataset, _dtypes(types))
+        check_policy(settings, path, dataset, column_types(types))
         text = path.read_bytes()
         digest = hashlib.sha256(text).hexdigest()
         store.put_bytes(version_key(dataset, number, "policy.yaml"), text)
@@ -340,7 +341,8 @@ def accept(
     return meta
 
 
-def _dtypes(types: dict[str, str]) -> dict[str, Any]:
+def column_types(types: dict[str, str]) -> dict[str, Any]:
+    """Polars types from a manifest's type names (what policy validation checks rules against)."""
     import polars as pl
 
     parsed: dict[str, Any] = {}

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from lab.policy.catalogue import CatalogueInfo
+
 LEVELS = ("core", "important", "general")  # 数据分级: 核心 / 重要 / 一般
 PI_CLASSES = ("sensitive", "pi", "none")  # 敏感个人信息 / 个人信息 / 非个人信息
 RULES = ("drop", "pseudonym", "generalise", "topcode", "suppress_rare", "keep")
@@ -96,6 +98,8 @@ class Policy:
     longitudinal: Longitudinal | None = None
     linked_datasets: tuple[str, ...] = ()  # datasets whose extracts share pseudonyms with this one
     public_identifiers: tuple[str, ...] = ()  # columns a public register names an entity by
+    description: str = ""
+    catalogue: CatalogueInfo = field(default_factory=CatalogueInfo)  # title, owner, frequency
 
     @property
     def threshold(self) -> float:

@@ -14,11 +14,22 @@ import pytest
 
 from lab import cli
 from lab.errors import ConfigError, LabError, NotFound, PolicyError
-from lab.ingest import DirStore, accept, entries, import_source, manifests, sources
+from lab.ingest import DirStore, accept, import_source, manifests, sources
 from lab.ingest import cli as ingest_cli
 from lab.ingest.frames import conform, infer
 from lab.settings import Settings, load_settings
 from tests.unit.test_discovery import _resident_id
+
+
+def entries(settings: Settings, store: DirStore) -> list[dict]:
+    """The catalogue entries of the imported registers (what ``dataset list`` shows of them)."""
+    from lab.ingest.importer import negative_list
+    from lab.policy import NegativeList
+    from lab.registry.datasets import imported_policies
+    from lab.registry.listing import catalogue
+
+    return catalogue(imported_policies(store, negative_list(settings) or NegativeList()), store)
+
 
 pytestmark = pytest.mark.unit
 

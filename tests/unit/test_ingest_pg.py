@@ -11,9 +11,20 @@ import psycopg
 import pytest
 
 from lab.errors import ConfigError, NotFound
-from lab.ingest import DirStore, accept, entries, import_source, manifests
+from lab.ingest import DirStore, accept, import_source, manifests
 from lab.ingest import postgres as ingest_pg
 from lab.settings import Settings, load_settings
+
+
+def entries(settings: Settings, store: DirStore) -> list[dict]:
+    """The catalogue entries of the imported registers (what ``dataset list`` shows of them)."""
+    from lab.ingest.importer import negative_list
+    from lab.policy import NegativeList
+    from lab.registry.datasets import imported_policies
+    from lab.registry.listing import catalogue
+
+    return catalogue(imported_policies(store, negative_list(settings) or NegativeList()), store)
+
 
 pytestmark = [pytest.mark.unit, pytest.mark.postgres]
 
