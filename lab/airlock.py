@@ -32,6 +32,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +116,7 @@ def _exactly(payload: dict[str, Any], kept: dict[str, Any]) -> bool:
 class Airlock:
     """Export requests: check, store, review (through the ledger), download, revoke."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, policies: dict[str, Policy]) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger, policies: Mapping[str, Policy]) -> None:
         self.settings = settings
         self.ledger = ledger
         self.policies = policies

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,8 +38,9 @@ from lab.errors import ConfigError, NotFound
 from lab.ledger import Grant, Kind, Ledger
 from lab.masking import Fingerprint, MaskReport, OrgKey, mask_parquet, trace
 from lab.masking.trace import TraceResult
-from lab.policy import Policy, load_policies, require_release
+from lab.policy import Policy, require_release
 from lab.rawtables import RawTables
+from lab.registry.datasets import policies as registry_policies
 from lab.settings import Settings
 from lab.store import layout
 from lab.store.layout import MASKED_DATA as DATA
@@ -97,12 +99,17 @@ def build(settings: Settings, dataset: str, org: str, *, actor: str, grant: Gran
     none, the build has its own scope and no purpose (so no household link).
     """
     organisation(org)
-    policies = load_policies(settings.policies_dir)
+    policies = registry_policies(settings)
     policy = policies.get(dataset)
     client = storage.root_client(settings)
-    meta = registers.require_raw(client, dataset)  # unknown dataset or not generated yet
     if policy is None:
-        raise NotFound(f"Dataset {dataset!r} has no policy in {settings.policies_dir}; add {dataset}.yaml.")
+        known = ", ".join(sorted(policies))
+        raise NotFound(
+            f"Dataset {dataset!r} has no policy (known: {known}); add {dataset}.yaml to the policy "
+            f"directory or import and accept it. / 数据集 {dataset} 没有策略。",
+            reason="no-such-dataset",
+        )
+    meta = registers.require_raw(client, dataset)  # no published data yet
     require_release(policy, "masked")
     version = _version()
     prefix = layout.extract_prefix(org, dataset, version)
@@ -188,7 +195,7 @@ def _summary(risk: risk_model.RiskReport) -> dict[str, Any]:
 def joined_views(
     settings: Settings,
     client: Any,
-    policies: dict[str, Policy],
+    policies: Mapping[str, Policy],
     policy: Policy,
     org: str,
     scope: str,
@@ -245,7 +252,7 @@ def build_dp(
     organisation(org)
     if kind not in dpextract.KINDS:
         raise ConfigError(f"Unknown extract kind {kind!r}; choose masked, {', '.join(dpextract.KINDS)}.")
-    policies = load_policies(settings.policies_dir)
+    policies = registry_policies(settings)
     tables = RawTables(settings, policies)
     table = tables.table(dataset)  # unknown dataset or not generated yet
     policy = tables.policy(dataset)

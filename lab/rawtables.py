@@ -15,6 +15,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def dp_view(frame: pl.LazyFrame, policy: Policy) -> tuple[pl.LazyFrame, tuple[st
 class RawTables:
     """Local copies of the raw registers, and their DP views."""
 
-    def __init__(self, settings: Settings, policies: dict[str, Policy]) -> None:
+    def __init__(self, settings: Settings, policies: Mapping[str, Policy]) -> None:
         self.settings = settings
         self.policies = policies
         self.directory = settings.home / "gateway" / "raw-cache"

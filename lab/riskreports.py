@@ -28,7 +28,8 @@ from typing import Any
 from lab import extracts, registers, storage
 from lab.errors import LabError
 from lab.masking import preview_risk
-from lab.policy import Policy, load_policies
+from lab.policy import Policy
+from lab.registry.datasets import policies as registry_policies
 from lab.settings import Settings
 from lab.store import layout
 
@@ -72,7 +73,7 @@ def preview(settings: Settings, policy: Policy, org: str, purpose: str | None) -
         report, counts = preview_risk(source, policy, key, purpose=purpose, dest=dest)
         source.unlink()
         if linked:
-            policies = load_policies(settings.policies_dir)
+            policies = registry_policies(settings)
             joined = extracts.joined_views(settings, client, policies, policy, org, key.scope, Path(tmp))
             report = dataclasses.replace(report, joined=joined)
     body = report.to_dict()

@@ -40,7 +40,7 @@ def _ledger(settings: Settings) -> Any:
 
 def _governance(settings: Settings, book: Any) -> Any:
     from lab import access
-    from lab.policy import load_policies
+    from lab.registry.datasets import policies as registry_policies
     from lab.services.governance import Governance
 
     def build(grant: Any, actor: str) -> None:
@@ -50,7 +50,7 @@ def _governance(settings: Settings, book: Any) -> Any:
 
     from lab.services.queries import sync_budget_limits
 
-    policies = load_policies(settings.policies_dir)
+    policies = registry_policies(settings)
     sync_budget_limits(book, policies, actor="datalab-cli")
     provisioner = access.Provisioner(settings, book)
     return Governance(settings, book, policies, provisioner, build=build)
@@ -184,11 +184,11 @@ def _agreement_scope(settings: Settings, org: str, dataset: str) -> tuple[str, s
     from lab import validate
     from lab.errors import NotFound
     from lab.extracts import organisation
-    from lab.policy import load_policies
+    from lab.registry.datasets import policies as registry_policies
 
     org, dataset = validate.name(org, "organisation"), validate.name(dataset, "dataset")
     organisation(org)
-    policies = load_policies(settings.policies_dir)
+    policies = registry_policies(settings)
     if dataset not in policies:
         raise NotFound(
             f"unknown dataset {dataset!r}; known: {', '.join(sorted(policies))} / 未知数据集 {dataset}",

@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from lab import demo, stack, vault
 from lab.cli.governance import add_parsers as add_governance_parsers
 from lab.errors import ConfigError, LabError
+from lab.ingest.cli import add_parsers as add_ingest_parsers
 from lab.settings import Settings, load_settings
 from lab.stack import procs
 from lab.stack.ui import Progress
@@ -105,24 +107,79 @@ def _progress_printer(ui: Progress) -> Callable[[str, int, int], None]:
     return report
 
 
-def cmd_dataset_list(args: argparse.Namespace, settings: Settings) -> int:
-    from lab import registers
+def _catalogue(settings: Settings) -> list[dict[str, Any]]:
+    """Every register's catalogue entry, with the organisations holding active grants."""
+    from lab.extracts import ledger
+    from lab.registry import datasets, listing
 
-    entries = registers.catalogue(settings)
+    store = datasets.raw_store(settings)
+    book = ledger(settings)
+    try:
+        held = listing.holders(book.list_grants(active=True))
+    finally:
+        book.close()
+    return listing.catalogue(datasets.policies(settings, store), store, held)
+
+
+def _time(value: str | None) -> str:
+    from lab.localtime import local_time
+
+    return local_time(value) if value else "-"
+
+
+def cmd_dataset_list(args: argparse.Namespace, settings: Settings) -> int:
+    from lab.registry import listing
+
+    entries = listing.search(_catalogue(settings), args.search)
     if args.json:
         print(json.dumps(entries, ensure_ascii=False, indent=2))
         return 0
+    if not entries:
+        print(f"No dataset matches {args.search!r}. / 没有匹配的数据集。" if args.search else "No datasets.")
+        return 0
     for entry in entries:
-        rows = f"{entry['rows']:,} rows" if entry["rows"] is not None else "not generated"
+        rows = f"{entry['rows']:,} rows" if entry["rows"] is not None else "no data yet / 尚无数据"
+        frequency = (entry["update_frequency_label"] or {}).get("en", "-")
+        holders = ", ".join(entry["holders"]) or "-"
         print(
-            f"{entry['name']} — {entry['title']['zh']} / {entry['title']['en']} ({entry['owner']}); "
-            f"{rows}; updated {entry['updated_at'] or '-'}; modes {', '.join(entry['release_modes'])}"
+            f"{entry['name']} — {entry['title']['zh']} / {entry['title']['en']} ({entry['owner'] or '-'}); "
+            f"{rows}; version {entry['version'] or '-'}; updated {_time(entry['updated_at'])}; "
+            f"{frequency}; modes {', '.join(entry['release_modes'])}; held by {holders}"
         )
-        for column in entry["columns"]:
-            flag = "  [negative list / 负面清单]" if column["negative_list"] else ""
-            print(
-                f"    {column['name']:<22} {column['level']:<9} pi={column['pi']:<9} {column['rule']}{flag}"
-            )
+    return 0
+
+
+def cmd_dataset_show(args: argparse.Namespace, settings: Settings) -> int:
+    from lab.registry import listing
+
+    entry = listing.find(_catalogue(settings), args.name)
+    if args.json:
+        print(json.dumps(entry, ensure_ascii=False, indent=2))
+        return 0
+    frequency = entry["update_frequency_label"] or {"zh": "-", "en": "-"}
+    unit = entry["privacy_unit"]
+    print(f"{entry['name']} — {entry['title']['zh']} / {entry['title']['en']}")
+    print(f"  owner (数据提供部门): {entry['owner'] or '-'}")
+    print(f"  description (描述): {entry['description'] or '-'}")
+    print(f"  update frequency (更新频率): {frequency['zh']} / {frequency['en']}")
+    print(f"  release modes (发布方式): {', '.join(entry['release_modes']) or '-'}")
+    print(f"  quasi-identifiers (准标识符): {', '.join(entry['quasi_identifiers']) or '-'}; k = {entry['k']}")
+    if unit:
+        print(f"  privacy unit (隐私单元): {unit['column']}, at most {unit['max_rows']} row(s) each")
+    print(f"  held by (持有授权的机构): {', '.join(entry['holders']) or '-'}")
+    print("  versions (版本):")
+    for v in entry["versions"] or []:
+        mark = "  [published / 已发布]" if v["published"] else ""
+        rows = f"{v['rows']:,}" if v["rows"] is not None else "-"
+        digest = str(v["sha256"])[:16]
+        print(f"    {v['version']}: {rows} rows, {_time(v['created_at'])}, sha256 {digest}…{mark}")
+    print("  columns (字段): name, grading (分级), PI class (个人信息), identifier, rule")
+    for column in entry["columns"]:
+        flag = "  [negative list / 负面清单]" if column["negative_list"] else ""
+        print(
+            f"    {column['name']:<22} {column['level']:<9} {column['pi']:<9} {column['identifier']:<6} "
+            f"{column['rule']}{flag}"
+        )
     return 0
 
 
@@ -268,9 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=demo.DATA_SEED)
     p.add_argument("--dataset", action="append", help="only this register (repeatable)")
     p.set_defaults(func=cmd_dataset_generate)
-    p = dataset.add_parser("list", help="the catalogue: rows, owner, update time, column classification")
+    p = dataset.add_parser("list", help="the catalogue: title, owner, rows, versions, who holds grants")
+    p.add_argument("--search", help="only datasets whose name, title, owner, keywords or columns contain it")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_dataset_list)
+    p = dataset.add_parser("show", help="one dataset's catalogue entry: columns, grading, k, versions")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dataset_show)
     p = dataset.add_parser(
         "scan", help="find sensitive columns by their values and propose grading, PI class and rule"
     )
@@ -278,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per column (column, kind, ...)")
     p.add_argument("--sample", type=int, default=100_000, help="values sampled per column")
     p.set_defaults(func=cmd_dataset_scan)
+    add_ingest_parsers(dataset)
 
     policy = sub.add_parser("policy", help="dataset policies").add_subparsers(dest="verb", required=True)
     policy.add_parser("check", help="validate every policy file").set_defaults(func=cmd_policy_check)

@@ -338,4 +338,63 @@ def _malformed(path: Path, encoding: str, width: int) -> ConfigError | None:
     return None
 
 
-__all__ = ["DEFAULT_CAP", "Sample", "read_sample"]
+def csv_encoding(path: str | Path, encoding: str | None = None) -> str:
+    """The encoding of a CSV file: ``encoding`` if the whole file decodes in it, otherwise the
+    first of UTF-8 and GB18030 that decodes the whole file. ``ConfigError`` (reason
+    ``encoding``) naming the line that fits neither. One decoding pass over the file.
+    """
+    path = Path(path)
+    tried = [encoding] if encoding else ["utf-8", "gb18030"]
+    with path.open("rb") as handle:
+        head = handle.read(HEAD_BYTES)
+    if not encoding:
+        _first_encoding(path, head)  # refuses UTF-16 and binary data
+    lines = {}
+    for name in tried:
+        line = _bad_line(path, name)
+        if line is None:
+            return name
+        lines[name] = line
+    where = " and ".join(f"not {name.upper()} (line {line})" for name, line in lines.items())
+    raise _encoding_error(path, f"{where} (第 {min(lines.values())} 行无法解码)")
+
+
+def csv_frames(path: str | Path, encoding: str, block_size: int = BLOCK_SIZE) -> Iterator[pl.DataFrame]:
+    """Every row of a CSV file in ``encoding``, as batches of text columns (empty fields null).
+
+    The header is checked first; a malformed row (wrong number of fields, a quote never
+    closed) raises ``ConfigError`` (reason ``malformed-row``) naming file and line, also after
+    the last batch (a quote never closed runs to the end of the file). Errors never quote
+    the file's content.
+    """
+    path = Path(path)
+    header = _header(path, encoding)
+    try:  # opening reads the first block: it may already meet a malformed row
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(encoding=encoding, block_size=block_size),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True
+            ),
+        )
+        for batch in reader:
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            yield frame
+    except UnicodeDecodeError:
+        raise _encoding_error(path, f"not {encoding.upper()} throughout") from None
+    except pa.ArrowInvalid:
+        error = _malformed(path, encoding, len(header))
+        raise error or ConfigError(
+            f"{path}: the CSV file cannot be parsed (CSV 文件无法解析)", reason="malformed-row"
+        ) from None
+    if _odd_quotes(path):
+        error = _malformed(path, encoding, len(header))
+        if error is not None:
+            raise error
+
+
+Sampler = _Sampler
+
+__all__ = ["DEFAULT_CAP", "Sample", "Sampler", "csv_encoding", "csv_frames", "read_sample"]

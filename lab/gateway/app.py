@@ -30,7 +30,7 @@ from lab.gateway.auth import Caller, TokenVerifier
 from lab.gateway.governance_routes import routes as governance_routes
 from lab.gateway.revocation import Sweeper
 from lab.ledger import Kind
-from lab.policy import load_policies
+from lab.registry.datasets import LivePolicies
 from lab.services.queries import Gateway
 from lab.settings import Settings, load_settings
 
@@ -77,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     ledger = open_ledger(settings)
-    gateway = Gateway(settings, ledger, load_policies(settings.policies_dir))
+    gateway = Gateway(settings, ledger, LivePolicies.of(settings))  # follows accepted imports
     app.state.gateway = gateway
     app.state.verifier = verifier
 

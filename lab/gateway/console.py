@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -34,6 +33,7 @@ from lab.gateway.governance_api import attachment
 from lab.gateway.origins import console_target
 from lab.gateway.sessions import FLOW_COOKIE, LANG_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Session, Sessions
 from lab.ledger import Kind
+from lab.localtime import ZONE, local_time
 from lab.services.governance import Governance
 
 KINDS = sorted(
@@ -46,30 +46,6 @@ _TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
     autoescape=select_autoescape(["html"]),
 )
-ZONE = ZoneInfo("Asia/Shanghai")
-
-
-def local_time(value: Any) -> str:
-    """A stored time (ISO text, an extract version like ``20261202T123642123456Z``, or a
-    datetime; UTC unless it says otherwise) in Beijing time, with the zone named."""
-    if not value:
-        return ""
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        text = str(value)
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            try:
-                moment = datetime.strptime(text, "%Y%m%dT%H%M%S%fZ")
-            except ValueError:
-                return text
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return f"{moment.astimezone(ZONE):%Y-%m-%d %H:%M:%S} (Asia/Shanghai)"
-
-
 _TEMPLATES.filters["local"] = local_time
 
 
@@ -268,7 +244,7 @@ def router(console: Console) -> APIRouter:
 
     # --- operator ---------------------------------------------------------------------
     @pages.get("/operator")
-    def operator_page(request: Request, session: Operator) -> Response:
+    def operator_page(request: Request, session: Operator, q: str = "") -> Response:
         who = session.caller
         applications = gov.applications(who)
         return console.render(
@@ -280,7 +256,8 @@ def router(console: Console) -> APIRouter:
             decided=[a for a in applications if a["state"] != "pending"][:30],
             grants=gov.grants(who),
             exports=gov.exports(who),
-            catalogue=gov.catalogue(who),
+            catalogue=gov.catalogue(who, q),
+            q=q,
         )
 
     @pages.post("/operator/applications/{item}/approve")
@@ -357,7 +334,7 @@ def router(console: Console) -> APIRouter:
 
     # --- analyst ----------------------------------------------------------------------
     @pages.get("/analyst")
-    def analyst_page(request: Request, session: Analyst) -> Response:
+    def analyst_page(request: Request, session: Analyst, q: str = "", dataset: str = "") -> Response:
         who = session.caller
         return console.render(
             request,
@@ -367,7 +344,10 @@ def router(console: Console) -> APIRouter:
             grants=gov.grants(who),
             applications=gov.applications(who),
             exports=gov.exports(who),
-            datasets=sorted(gov.policies),
+            catalogue=gov.catalogue(who, q),
+            q=q,
+            datasets=gov.catalogue(who),  # the apply form offers every register, marking those held
+            chosen=dataset,
         )
 
     @pages.post("/analyst/apply")

@@ -109,8 +109,17 @@ def router(gov: Governance, sink: AuditSink) -> APIRouter:
         return gov.revoke(who, grant_id, checked(body))
 
     @api.get("/api/operator/catalogue")
-    def catalogue(who: Operator) -> list[dict[str, Any]]:
-        return gov.catalogue(who)
+    def operator_catalogue(who: Operator, q: str = "") -> list[dict[str, Any]]:
+        return gov.catalogue(who, q)
+
+    @api.get("/api/catalogue")
+    def catalogue(who: Who, q: str = "") -> list[dict[str, Any]]:
+        """The data catalogue (数据目录), for every role; ``q`` searches it."""
+        return gov.catalogue(who, q)
+
+    @api.get("/api/catalogue/{name}")
+    def catalogue_entry(who: Who, name: str) -> dict[str, Any]:
+        return gov.catalogue_entry(who, name)
 
     @api.get("/api/operator/exports")
     def all_exports(who: Operator, state: str | None = None) -> list[dict[str, Any]]:

@@ -87,6 +87,7 @@ __all__ = [
     "load_negative_list",
     "load_policies",
     "load_policy",
+    "load_policy_bytes",
     "require_release",
 ]
 
@@ -148,11 +149,29 @@ def load_policy(
     return policy
 
 
+def load_policy_bytes(
+    data: bytes, label: str, schema: Schema | None, negative_list: NegativeList | None = None
+) -> Policy:
+    """Validate a policy kept elsewhere than in a file (an imported register's, in the raw
+    bucket); ``label`` names it in problems as a path would."""
+    policy, problems = _parse_data(label, data, schema, negative_list or NegativeList())
+    if problems or policy is None:
+        _raise(problems)
+    assert policy is not None
+    return policy
+
+
 def _parse_policy(
     path: Path, schema: Schema | None, negative: NegativeList
 ) -> tuple[Policy | None, list[PolicyProblem]]:
-    text, data = _read(path)
-    doc = YamlDoc(str(path), text)
+    _, data = _read(path)
+    return _parse_data(str(path), data, schema, negative)
+
+
+def _parse_data(
+    label: str, data: bytes, schema: Schema | None, negative: NegativeList
+) -> tuple[Policy | None, list[PolicyProblem]]:
+    doc = YamlDoc(label, data.decode("utf-8", errors="replace"))
     if not doc.problems and not isinstance(doc.value, dict):
         doc.problem((), "a policy is a mapping with 'dataset:' and 'columns:' (策略格式错误)")
     if doc.problems:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, NamedTuple
 
+from lab.policy.catalogue import CatalogueInfo
+
 LEVELS = ("core", "important", "general")  # 数据分级: 核心 / 重要 / 一般
 PI_CLASSES = ("sensitive", "pi", "none")  # 敏感个人信息 / 个人信息 / 非个人信息
 RULES = ("drop", "pseudonym", "generalise", "topcode", "suppress_rare", "keep")
@@ -115,6 +117,8 @@ class Policy:
     linked_datasets: tuple[str, ...] = ()  # datasets whose extracts share pseudonyms with this one
     public_identifiers: tuple[str, ...] = ()  # columns a public register names an entity by
     domains: PublicDomains = field(default_factory=PublicDomains)  # public_domains:, reference_date:
+    description: str = ""
+    catalogue: CatalogueInfo = field(default_factory=CatalogueInfo)  # title, owner, frequency
 
     @property
     def threshold(self) -> float:

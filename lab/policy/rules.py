@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from lab.policy.budget import parse_budget
+from lab.policy.catalogue import parse_catalogue
 from lab.policy.domains import parse_domains, with_districts
 from lab.policy.model import (
     HIDDEN_RULES,
@@ -44,6 +45,7 @@ DATASET_KEYS = (
     "public_domains",
     "columns",
     "budget",
+    "catalogue",
 )
 _COMMON_KEYS = {"level", "pi", "rule", "identifier", "description", "watermark"}
 _RULE_KEYS: dict[str, set[str]] = {
@@ -137,6 +139,8 @@ def build_policy(
         linked_datasets=linked,
         public_identifiers=public,
         domains=domains,
+        description=_description(doc, value.get("description")),
+        catalogue=parse_catalogue(doc, value.get("catalogue")),
     )
     if "masked" in modes:
         for line, reason in release_problems(policy):
@@ -455,6 +459,15 @@ def _linked(doc: YamlDoc, value: Any, dataset: str) -> tuple[str, ...]:
         if name == dataset:
             doc.problem(("linked_datasets", i), f"dataset {dataset!r} cannot be linked with itself")
     return tuple(dict.fromkeys(v for v in value if v != dataset))
+
+
+def _description(doc: YamlDoc, value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > 2000:
+        doc.problem(("description",), "description is text of at most 2,000 characters (描述过长或格式错误)")
+        return ""
+    return value.strip()
 
 
 def release_problems(policy: Policy) -> list[tuple[int, str]]:

@@ -26,13 +26,15 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from lab import access, auditpkg, demo, registers, riskreports, suspicious, validate
+from lab import access, auditpkg, demo, riskreports, suspicious, validate
 from lab.airlock import Airlock
 from lab.errors import AccessDenied, ConfigError, LabError, NotFound
 from lab.gateway.auth import Caller
 from lab.ledger import Grant, Ledger
 from lab.ledger.applications import check_reason
 from lab.policy import Policy
+from lab.registry import listing
+from lab.registry.datasets import raw_store
 from lab.settings import Settings
 
 Build = Callable[[Grant, str], None]
@@ -85,7 +87,7 @@ class Governance:
         self,
         settings: Settings,
         ledger: Ledger,
-        policies: dict[str, Policy],
+        policies: Mapping[str, Policy],
         provisioner: access.Provisioner,
         build: Build | None = None,
     ) -> None:
@@ -243,9 +245,19 @@ class Governance:
         self.provisioner.provision()
         return self.grant_view(grant, self.ledger.now())
 
-    def catalogue(self, caller: Caller) -> list[dict[str, Any]]:
-        caller.require("operator")
-        return registers.catalogue(self.settings)
+    def catalogue(self, caller: Caller, search: str | None = None) -> list[dict[str, Any]]:
+        """The catalogue (数据目录) as ``caller`` may see it, filtered by ``search``: every role
+        browses it; only operators and auditors see which organisations hold grants."""
+        caller.require("operator", "auditor", "analyst")
+        search = validate.optional(lambda v, n: validate.text(v, n, limit=200, lines=False), search, "q")
+        store = raw_store(self.settings)
+        held = listing.holders(self.ledger.list_grants(active=True))
+        entries = listing.search(listing.catalogue(self.policies, store, held), search)
+        return [listing.view(e, roles=caller.roles, org=caller.org) for e in entries]
+
+    def catalogue_entry(self, caller: Caller, name: Any) -> dict[str, Any]:
+        dataset = validate.name(name, "dataset")
+        return listing.find(self.catalogue(caller), dataset)
 
     # --- exports ----------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from lab.ledger.totals import DEFAULT, Limits
 from lab.policy import Policy
 from lab.rawtables import RawTables, Table
 from lab.registry import catalogue
+from lab.registry.datasets import LivePolicies
 from lab.settings import Settings
 from lab.suspicious import DatasetProfile
 
@@ -100,12 +101,14 @@ def _noise(preview: dp.Preview) -> list[dict[str, Any]]:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, ledger: Ledger, policies: dict[str, Policy]) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger, policies: Mapping[str, Policy]) -> None:
         self.settings = settings
         self.ledger = ledger
         self.tables = RawTables(settings, policies)
         self._profiles: dict[str, tuple[Any, DatasetProfile]] = {}
         sync_budget_limits(ledger, policies, actor="gateway-policy")
+        if isinstance(policies, LivePolicies):  # a register accepted later gets its caps at once
+            policies.on_load = lambda found: sync_budget_limits(ledger, found, actor="gateway-policy")
 
     # -- catalogue -------------------------------------------------------------------
     def datasets(self, caller: Caller) -> list[dict[str, Any]]:
