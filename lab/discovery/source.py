@@ -103,7 +103,7 @@ class _Sampler:
         for name in self.chunks:
             if name not in row.columns:
                 continue
-            kept = row.get_column(name).explode().drop_nulls()
+            kept = _compact(row.get_column(name).explode().drop_nulls())
             self.empty[name] += int(row.get_column(f"{name}\0empty").item())
             self.chunks[name].append(kept)
             self.kept[name] += kept.len()
@@ -122,6 +122,15 @@ class _Sampler:
                 series = series.gather_every(math.ceil(series.len() / self.cap))
             values[name] = series.rename(name)
         return Sample(path, fmt, encoding, self.rows, values, dict(self.dtypes), dict(self.empty))
+
+
+def _compact(values: pl.Series) -> pl.Series:
+    """``values`` in buffers of their own: a gathered string still points into its whole batch,
+    and keeping it would keep every batch read (memory growing with the table, not the sample).
+    """
+    compact = pl.from_arrow(values.to_arrow())
+    assert isinstance(compact, pl.Series)
+    return compact.alias(values.name)
 
 
 def _textual(dtype: pl.DataType) -> bool:

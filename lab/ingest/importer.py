@@ -155,11 +155,11 @@ def _stream(source: Source, path: Path, sampler: Callable[[], Sampler] | None, f
                 for i, frame in enumerate(source.read()):
                     if i == 0:
                         first(frame.columns)
+                    if sample is not None:  # as read: a CSV is scanned as 'dataset scan' would
+                        sample.add(frame)
                     if source.text:
                         kinds = kinds if kinds is not None else infer(frame)
                         frame = conform(frame, kinds)
-                    if sample is not None:
-                        sample.add(frame)
                     sink.write(frame)
                 return sink.close(), sample
         except Widen as widen:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import random
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +15,10 @@ from lab.errors import ConfigError, LabError, NotFound, PolicyError
 from lab.ingest import DirStore, accept, import_source, manifests, sources
 from lab.ingest import cli as ingest_cli
 from lab.ingest.frames import conform, infer
-from lab.settings import Settings, load_settings
-from tests.unit.test_discovery import _resident_id
+from lab.settings import Settings
+from tests.unit.ingest_support import Audit, settings_fixture, store_fixture  # noqa: F401  (fixtures)
+from tests.unit.ingest_support import rows as _rows
+from tests.unit.ingest_support import write_csv as _csv
 
 
 def entries(settings: Settings, store: DirStore) -> list[dict]:
@@ -32,48 +32,6 @@ def entries(settings: Settings, store: DirStore) -> list[dict]:
 
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return load_settings({"DATALAB_HOME": str(tmp_path / "home")})
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> DirStore:
-    return DirStore(tmp_path / "raw")
-
-
-class Audit:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, kind: str, **fields: Any) -> None:
-        self.records.append((kind, fields))
-
-    @property
-    def kinds(self) -> list[str]:
-        return [k for k, _ in self.records]
-
-
-def _rows(n: int, seed: int = 7) -> dict[str, list[str]]:
-    rng = random.Random(seed)
-    return {
-        "person_id": [_resident_id(rng) for _ in range(n)],
-        "district": [rng.choice(["张店区", "淄川区", "博山区"]) for _ in range(n)],
-        "age": [str(rng.randrange(18, 90)) for _ in range(n)],
-        "income": [f"{rng.uniform(0, 9000):.2f}" for _ in range(n)],
-        "joined": [f"2024-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}" for _ in range(n)],
-        "area_code": ["0533"] * n,
-    }
-
-
-def _csv(path: Path, data: dict[str, list[str]], encoding: str = "utf-8") -> Path:
-    with path.open("w", encoding=encoding, newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(list(data))
-        writer.writerows(zip(*data.values(), strict=True))
-    return path
 
 
 POLICY = """dataset: {name}

