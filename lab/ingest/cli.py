@@ -9,10 +9,9 @@ from lab.settings import Settings
 
 
 def _store(settings: Settings) -> Any:
-    from lab import storage
-    from lab.ingest.store import MinioStore
+    from lab.registry.datasets import raw_store
 
-    return MinioStore(storage.root_client(settings), storage.RAW_BUCKET)
+    return raw_store(settings)
 
 
 def _audit(settings: Settings) -> Any:

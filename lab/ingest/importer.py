@@ -46,16 +46,17 @@ from lab.ingest.sources import Source, open_source
 from lab.ingest.store import RawStore, get_json, put_json
 from lab.policy import NEGATIVE_LIST_FILE, NegativeList, Policy, load_negative_list, load_policy
 from lab.settings import Settings
+from lab.store import layout
 from lab.validate import name as valid_name
 from lab.validate import username
 
 Audit = Callable[..., Any]  # audit(kind, *, actor, dataset, details): the ledger's append
-MANIFEST = "manifest.json"
+MANIFEST = layout.VERSION_MANIFEST
 ACCEPTED = "accepted.json"
 
 
 def version_key(dataset: str, version: int, file: str) -> str:
-    return f"{dataset}/versions/{version:06d}/{file}"
+    return layout.raw_version(dataset, version, file)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Imported:
 def manifests(store: RawStore, dataset: str) -> list[dict[str, Any]]:
     """The complete versions of ``dataset``, oldest first, each with ``accepted`` (or None)."""
     found = []
-    for key in store.keys(f"{dataset}/versions/"):
+    for key in store.keys(layout.raw_versions(dataset)):
         if key.endswith(f"/{MANIFEST}"):
             manifest = get_json(store, key)
             if manifest is not None:
@@ -105,7 +106,7 @@ def _lock(settings: Settings) -> Iterator[None]:
 def _check_name(store: RawStore, dataset: str, new_version: bool) -> int:
     """The next version number; refuses an existing name without ``--new-version``."""
     existing = manifests(store, dataset)
-    if not existing and get_json(store, f"{dataset}/meta.json") is not None:
+    if not existing and get_json(store, layout.raw_meta(dataset)) is not None:
         raise ConfigError(
             f"dataset {dataset!r} is a generated register (datalab dataset generate); import under "
             f"another name (数据集 {dataset} 为生成的登记库，请换一个名称)",
@@ -201,7 +202,7 @@ def import_source(
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="import-") as tmp:
         make_sampler = None if policy_path else (lambda: Sampler(cap, Path(source.display)))
-        written, sample = _stream(source, Path(tmp) / "data.parquet", make_sampler, first)
+        written, sample = _stream(source, Path(tmp) / layout.VERSION_DATA, make_sampler, first)
         source.verify()
         schema = _schema(written)
         flagged: tuple[str, ...] = ()
@@ -254,7 +255,7 @@ def _put_version(
     written: list[str] = []
     try:
         for key, put in (
-            (version_key(dataset, version, "data.parquet"), lambda k: store.put_file(k, data)),
+            (version_key(dataset, version, layout.VERSION_DATA), lambda k: store.put_file(k, data)),
             (version_key(dataset, version, policy_file), lambda k: store.put_bytes(k, policy.encode())),
             (version_key(dataset, version, MANIFEST), lambda k: put_json(store, k, manifest)),
         ):
@@ -324,7 +325,7 @@ def accept(
         put_json(
             store, version_key(dataset, number, ACCEPTED), {"by": actor, "at": at, "policy_sha256": digest}
         )
-        store.copy(version_key(dataset, number, "data.parquet"), f"{dataset}/{dataset}.parquet")
+        store.copy(version_key(dataset, number, layout.VERSION_DATA), layout.raw_object(dataset))
         meta = {
             "dataset": dataset,
             "rows": manifest["rows"],
@@ -337,7 +338,7 @@ def accept(
             "accepted_by": actor,
             "updated_at": at,
         }
-        put_json(store, f"{dataset}/meta.json", meta)  # last: readers see the new version from now on
+        put_json(store, layout.raw_meta(dataset), meta)  # last: readers see the new version from now on
     return meta
 
 

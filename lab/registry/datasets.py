@@ -29,6 +29,7 @@ from lab.ingest.importer import column_types, negative_list, version_key
 from lab.ingest.store import MinioStore, RawStore, get_json
 from lab.policy import NegativeList, Policy, load_policies, load_policy_bytes
 from lab.settings import Settings
+from lab.store import layout
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,12 @@ MISS_SECONDS = 2.0
 
 def raw_store(settings: Settings) -> RawStore:
     """The restricted raw bucket (bureau services only)."""
-    return MinioStore(storage.root_client(settings), storage.RAW_BUCKET)
+    return MinioStore(storage.root_client(settings), layout.RAW_BUCKET)
 
 
 def published_meta(store: RawStore, name: str) -> dict[str, Any] | None:
     """The metadata of a register's published version (None if nothing is published)."""
-    return get_json(store, f"{name}/meta.json")
+    return get_json(store, layout.raw_meta(name))
 
 
 def imported_policies(store: RawStore, negative: NegativeList) -> dict[str, Policy]:
@@ -54,7 +55,7 @@ def imported_policies(store: RawStore, negative: NegativeList) -> dict[str, Poli
         if meta is None or meta.get("source") != "import":
             continue
         version = int(meta["version"])
-        label = f"raw/{name}/versions/{version:06d}/policy.yaml"
+        label = f"{layout.RAW_BUCKET}/{version_key(name, version, 'policy.yaml')}"
         data = store.get_bytes(version_key(name, version, "policy.yaml"))
         try:
             if data is None:

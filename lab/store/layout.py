@@ -5,6 +5,8 @@ The one place that spells them; every reader and writer builds its names here::
     raw/                                   restricted: the bureau's services only
       <dataset>/<dataset>.parquet          the raw table          raw_object(dataset)
       <dataset>/meta.json                  written last: the table is present once it is
+      <dataset>/versions/000001/<file>     an imported version    raw_version(dataset, n, file)
+        data.parquet  manifest.json  policy.yaml  policy.draft.yaml  accepted.json
     extracts/                              analysts read <org>/<dataset>/ of their grants
       <org>/<dataset>/<version>/           one published version  extract_prefix(...)
         data.parquet  risk.json            a masked extract and its risk report
@@ -46,6 +48,20 @@ def raw_object(dataset: str) -> str:
 def raw_meta(dataset: str) -> str:
     """The metadata object of a raw table (its presence marks the table present)."""
     return f"{dataset}/{RAW_META}"
+
+
+VERSION_DATA = "data.parquet"  # an imported version's table, as imported (never rewritten)
+VERSION_MANIFEST = "manifest.json"  # written last: the version exists once it does
+
+
+def raw_versions(dataset: str) -> str:
+    """The prefix of an imported register's versions."""
+    return f"{dataset}/versions/"
+
+
+def raw_version(dataset: str, version: int, file: str) -> str:
+    """One file of an imported register's version (``VERSION_DATA``, ``VERSION_MANIFEST``, ...)."""
+    return f"{raw_versions(dataset)}{version:06d}/{file}"
 
 
 def org_prefix(org: str) -> str:
