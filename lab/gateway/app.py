@@ -26,7 +26,7 @@ from lab.errors import (
 )
 from lab.extracts import ledger as open_ledger
 from lab.gateway import inputs
-from lab.gateway.auth import Caller, TokenVerifier
+from lab.gateway.auth import Caller, TokenVerifier, request_caller
 from lab.gateway.governance_routes import routes as governance_routes
 from lab.gateway.revocation import Sweeper
 from lab.ledger import Kind
@@ -48,15 +48,7 @@ def _status(exc: LabError) -> int:
     return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
 
 
-def _caller(request: Request) -> Caller:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise NotAuthenticated("Send 'Authorization: Bearer <access token>'. / 请提供访问令牌。")
-    verifier: TokenVerifier = request.app.state.verifier
-    return verifier.caller(token.strip())
-
-
-Who = Annotated[Caller, Depends(_caller)]
+Who = Annotated[Caller, Depends(request_caller)]
 
 
 def create_app(settings: Settings) -> FastAPI:

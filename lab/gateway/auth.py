@@ -52,6 +52,25 @@ class Caller:
             )
 
 
+ASK_FOR_TOKEN = "Send 'Authorization: Bearer <access token>'. / 请提供访问令牌。"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (any case), or None."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def request_caller(request: Any) -> Caller:
+    """The caller a request's bearer token names (its app's ``state.verifier`` checks it)."""
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise NotAuthenticated(ASK_FOR_TOKEN)
+    verifier: TokenVerifier = request.app.state.verifier
+    return verifier.caller(token)
+
+
 def _refused(why: str, reason: str) -> NotAuthenticated:
     return NotAuthenticated(
         f"This JupyterHub token is refused: {why}. Create your own token on the hub's token page "

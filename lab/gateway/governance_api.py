@@ -17,9 +17,8 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from lab import validate
-from lab.errors import NotAuthenticated
 from lab.gateway import inputs
-from lab.gateway.auth import Caller, TokenVerifier
+from lab.gateway.auth import Caller, request_caller
 from lab.gateway.minio_audit import PATH as WEBHOOK_PATH
 from lab.gateway.minio_audit import AuditSink, entries
 from lab.services.governance import Governance
@@ -27,12 +26,7 @@ from lab.services.governance import Governance
 JsonBody = Annotated[dict[str, Any] | None, Body()]
 
 
-def bearer(request: Request) -> Caller:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise NotAuthenticated("Send 'Authorization: Bearer <access token>'. / 请提供访问令牌。")
-    verifier: TokenVerifier = request.app.state.verifier
-    return verifier.caller(token.strip())
+bearer = request_caller
 
 
 def role(name: str) -> Callable[[Request], Caller]:

@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lab.errors import NotAuthenticated
-from lab.gateway.auth import TokenVerifier
+from lab.gateway.auth import ASK_FOR_TOKEN, TokenVerifier, bearer_token
 from lab.gateway.sessions import SESSION_COOKIE
 
 PREFIX = "/services/gateway"
@@ -72,13 +72,11 @@ class RoleGuard:
         await self.app(scope, receive, send)
 
     async def _bearer(self, request: Request, role: str) -> Response | None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return _json(
-                401, "not-authenticated", "Send 'Authorization: Bearer <access token>'. / 请提供访问令牌。"
-            )
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            return _json(401, "not-authenticated", ASK_FOR_TOKEN)
         try:
-            caller = await run_in_threadpool(self.verifier.caller, token.strip())
+            caller = await run_in_threadpool(self.verifier.caller, token)
         except NotAuthenticated as exc:
             return _json(401, exc.reason, exc.message)
         if role not in caller.roles:

@@ -26,6 +26,7 @@ from typing import Any
 
 from lab import storage, validate, vault
 from lab.errors import NotAuthenticated
+from lab.gateway.auth import bearer_token
 from lab.ledger import Kind, Ledger
 from lab.settings import Settings
 from lab.store import layout
@@ -135,9 +136,7 @@ class AuditSink:
         self._seen: OrderedDict[str, None] = OrderedDict()
 
     def authenticate(self, authorization: str | None) -> None:
-        given = (authorization or "").strip()
-        if given.lower().startswith("bearer "):
-            given = given[7:].strip()
+        given = bearer_token(authorization) or (authorization or "").strip()  # MinIO may send it bare
         if not given or not hmac.compare_digest(given.encode(), self._token.encode()):
             raise NotAuthenticated("the audit webhook needs its token", reason="not-authenticated")
 

@@ -31,6 +31,8 @@ from urllib.parse import quote, unquote, urlsplit
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lab.gateway.auth import bearer_token
+
 log = logging.getLogger(__name__)
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -136,8 +138,7 @@ class OriginGuard:
         on_console = path == self.console_prefix or path.startswith(self.console_prefix + "/")
         if on_console:
             return "origin-missing"
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
+        if bearer_token(headers.get("authorization")) is not None:
             return None  # a bearer-token API call from a program: no browser, no ambient cookie
         return "not-authenticated"  # no Origin is accepted only with a bearer token
 

@@ -1,4 +1,4 @@
-"""The one file digest: the same as hashing the whole file at once, across block borders."""
+"""Helpers written once: the file digest, canonical JSON, the bearer header."""
 
 from __future__ import annotations
 
@@ -30,3 +30,14 @@ def test_canonical_json_is_one_text_per_value() -> None:
     assert canonical_json({"b": 1, "a": ["区", 2.5]}) == '{"a":["区",2.5],"b":1}'
     with pytest.raises(ValueError):
         canonical_json({"x": float("nan")})
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("BEARER abc", "abc"), ("Bearer", None),
+     ("Bearer   ", None), ("Basic abc", None), ("abc", None), ("", None), (None, None)],
+)  # fmt: skip
+def test_one_reading_of_a_bearer_header(header: str | None, token: str | None) -> None:
+    from lab.gateway.auth import bearer_token
+
+    assert bearer_token(header) == token
