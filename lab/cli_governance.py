@@ -185,7 +185,7 @@ def _agreement_scope(settings: Settings, org: str, dataset: str) -> tuple[str, s
     from lab.policy import load_policies
 
     org, dataset = validate.name(org, "organisation"), validate.name(dataset, "dataset")
-    organisation(org)
+    organisation(settings, org)
     policies = load_policies(settings.policies_dir)
     if dataset not in policies:
         raise NotFound(
