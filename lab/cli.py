@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from lab import demo, stack, vault
 from lab.cli_governance import add_parsers as add_governance_parsers
+from lab.cli_org import add_parsers as add_org_parsers
 from lab.errors import ConfigError, LabError
 from lab.settings import Settings, load_settings
 from lab.stack import procs
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_extract_trace)
     add_governance_parsers(sub)
+    add_org_parsers(sub)
     return parser
 
 

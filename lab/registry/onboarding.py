@@ -199,3 +199,43 @@ class Onboarding:
         if forget is not None:
             forget()
         return membership, joined
+
+
+def describe(registry: Registry, org_id: str) -> dict[str, Any]:
+    """The organisation, its members and its grants, each with the action it came from.
+
+    Creation and memberships cite their audit record (``provenance``); a grant cites the
+    application whose approval created it (``application``; None for a grant made
+    straight in the ledger, e.g. by a test) and the approving operator.
+    """
+    org = registry.get(org_id)
+    book = registry.ledger
+    origin = {a.grant_id: a for a in book.list_applications(organisation=org.id) if a.grant_id is not None}
+    now = book.now()
+    grants = []
+    for grant in book.list_grants(organisation=org.id):
+        app = origin.get(grant.id)
+        grants.append(
+            {
+                "id": grant.id,
+                "dataset": grant.dataset,
+                "modes": list(grant.modes),
+                "status": grant.status(now),
+                "expires_at": grant.expires_at.isoformat(),
+                "provenance": {
+                    "application": app.id if app else None,
+                    "applicant": app.applicant if app else None,
+                    "approved_by": grant.approved_by,
+                },
+            }
+        )
+    members = [
+        {
+            "username": m.username,
+            "added_by": m.added_by,
+            "added_at": m.added_at.isoformat(),
+            "provenance": m.provenance,
+        }
+        for m in registry.members(org.id)
+    ]
+    return {**org.as_dict(), "members": members, "grants": grants}

@@ -292,3 +292,53 @@ def test_add_user_needs_an_account_of_no_other_organisation(
     assert caught.value.reason == "member-elsewhere"
     membership, joined = onboarding.add_user("op.wang", SPEC.id, "ma.lin")
     assert joined and membership.added_by == "op.wang" and calls[-1] == ("join", SPEC.id, "ma.lin")
+
+
+@pytest.mark.security
+def test_the_cli_refuses_mallory_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lab import cli, directory
+
+    monkeypatch.setenv("DATALAB_HOME", str(tmp_path))
+    monkeypatch.setattr(directory, "Directory", lambda *_, **__: Directory(PEOPLE))
+    add = ["org", "add", SPEC.id, "--name-zh", SPEC.name_zh, "--name-en", SPEC.name_en]
+    add += ["--credit-code", SPEC.credit_code, "--kind", SPEC.kind, "--contact", SPEC.contact]
+    for actor in ("mallory", "li.na", "au.chen"):
+        assert cli.main([*add, "--as", actor]) == 1
+        assert "operator" in capsys.readouterr().err
+    assert cli.main(["org", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    with closing_registry(load_settings({"DATALAB_HOME": str(tmp_path)})) as registry:
+        registry.add(SPEC, by="op.wang")
+    for verb in (["suspend", SPEC.id], ["remove", SPEC.id]):
+        assert cli.main(["org", *verb, "--as", "mallory", "--reason", "x"]) == 1
+    assert cli.main(["org", "add-user", SPEC.id, "ma.lin", "--as", "mallory"]) == 1
+    assert cli.main(["org", "show", SPEC.id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "active" and shown["members"] == [] and shown["grants"] == []
+
+
+def test_show_cites_the_application_of_each_grant(registry: Registry, ledger: Ledger) -> None:
+    from lab.registry.onboarding import describe
+
+    registry.add(SPEC, by="op.wang")
+    app = ledger.apply(
+        organisation=SPEC.id,
+        dataset="population",
+        purpose="water demand study",
+        modes=["dp"],
+        epsilon=1.0,
+        delta=1e-6,
+        term_days=30,
+        applicant="ma.lin",
+    )
+    _, grant = ledger.approve(app.id, by="op.wang")
+    registry.add_member(SPEC.id, "ma.lin", by="op.wang")
+    body = describe(registry, SPEC.id)
+    assert body["grants"][0]["provenance"] == {
+        "application": app.id,
+        "applicant": "ma.lin",
+        "approved_by": "op.wang",
+    }
+    assert body["members"][0]["provenance"]["action"] == "org-member-add"
