@@ -2,7 +2,7 @@
 
 ``add``, ``suspend``, ``remove`` and ``add-user`` act as the operator named with ``--as``,
 who must be an enabled Keycloak account holding the operator role (checked, not trusted);
-each change is audited and followed by Keycloak and MinIO (``lab.registry.onboarding``).
+each change is audited and followed by Keycloak and MinIO (``lab.services.onboarding``).
 ``list`` and ``show`` read the registry (``--json`` for programs).
 
 Exit codes: 0 done, 1 refused or not found, 2 a bad argument.
@@ -24,8 +24,8 @@ _STATUS = {"active": "启用", "suspended": "暂停", "removed": "移除"}
 @contextmanager
 def _onboarding(settings: Settings) -> Iterator[Any]:
     from lab.directory import Directory
-    from lab.registry.onboarding import Onboarding
     from lab.registry.organisations import closing_registry
+    from lab.services.onboarding import Onboarding
 
     with closing_registry(settings) as registry:
         yield Onboarding(settings, registry, Directory(settings, ttl=0))
@@ -95,8 +95,8 @@ def cmd_org_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_org_show(args: argparse.Namespace, settings: Settings) -> int:
-    from lab.registry.onboarding import describe
     from lab.registry.organisations import closing_registry
+    from lab.services.onboarding import describe
 
     with closing_registry(settings) as registry:
         body = describe(registry, args.id)

@@ -21,8 +21,8 @@ class Person:
     org: str | None = None
 
 
-# Created at ``make up`` through the same path as ``datalab org add`` (lab.registry.onboarding);
-# nothing reads this tuple at run time: the registry in the ledger database is the source.
+# Registered at ``make up`` (lab.iam.bootstrap) through Registry.add, the path of ``datalab org
+# add``, if not registered yet; after that the registry in the ledger database is the source.
 DEMO_ORGANISATIONS = (
     OrgSpec(
         "qilu-energy",

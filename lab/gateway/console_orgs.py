@@ -3,7 +3,7 @@
 Under the operator prefix, so the role guard (:mod:`lab.gateway.guard`) and the page's
 own dependency refuse anyone without the operator role before a route runs; forms carry
 the session's CSRF token (:meth:`lab.gateway.console.Console.form`); and the use cases
-(:class:`lab.registry.onboarding.Onboarding`) check the operator in Keycloak once more.
+(:class:`lab.services.onboarding.Onboarding`) check the operator in Keycloak once more.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from lab.gateway.console import Console, Operator
-from lab.registry.onboarding import Onboarding
 from lab.registry.organisations import KINDS, OrgSpec
+from lab.services.onboarding import Onboarding
 
 PAGE = "operator/organisations"
 

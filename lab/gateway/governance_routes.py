@@ -29,8 +29,8 @@ from lab.gateway.origins import OriginGuard
 from lab.gateway.sessions import Sessions
 from lab.ledger import Grant, Kind
 from lab.ledger.sweep import ReservationSweeper
-from lab.registry.onboarding import Onboarding
 from lab.registry.organisations import Registry
+from lab.services.onboarding import Onboarding
 
 PREFIX = "/services/gateway"
 log = logging.getLogger(__name__)

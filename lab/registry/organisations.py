@@ -12,7 +12,7 @@ Schema migration follows the ledger's rule: the tables are additive, created if 
 and PostgreSQL alike; existing ledgers gain them without a schema version change.
 
 Statuses: ``active`` → ``suspended`` (every grant revoked in the same transaction; the
-credentials are ended by the callers, see :mod:`lab.registry.onboarding`) → ``removed``.
+credentials are ended by the callers, see :mod:`lab.services.onboarding`) → ``removed``.
 An active organisation with live grants cannot be removed: suspend it first.
 
 The unified social credit code (统一社会信用代码, GB 32100-2015) is checked with

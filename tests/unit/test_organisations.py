@@ -15,7 +15,6 @@ from lab import demo
 from lab.directory import Person
 from lab.errors import AccessDenied, ConfigError, NotFound
 from lab.ledger import Ledger
-from lab.registry.onboarding import Effects, Onboarding
 from lab.registry.organisations import (
     OrgSpec,
     Registry,
@@ -24,6 +23,7 @@ from lab.registry.organisations import (
     closing_registry,
     register,
 )
+from lab.services.onboarding import Effects, Onboarding
 from lab.settings import Settings, load_settings
 from lab.validate import InvalidInput
 
@@ -320,7 +320,7 @@ def test_the_cli_refuses_mallory_and_writes_nothing(
 
 
 def test_show_cites_the_application_of_each_grant(registry: Registry, ledger: Ledger) -> None:
-    from lab.registry.onboarding import describe
+    from lab.services.onboarding import describe
 
     registry.add(SPEC, by="op.wang")
     app = ledger.apply(

@@ -1,0 +1,1 @@
+"""Use cases, independent of HTTP and CLI (queries, governance, extracts, airlock, onboarding)."""
