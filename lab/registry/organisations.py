@@ -503,6 +503,9 @@ class Statuses:
                         self._value = {}
             return self._value
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Statuses:
+        return self  # one shared cache (traitlets deep-copies config values; a lock cannot be)
+
     def active(self) -> frozenset[str]:
         return frozenset(org for org, status in self.current().items() if status == ACTIVE)
 

@@ -37,3 +37,12 @@ def test_hub_logs_in_through_keycloak_realm(tmp_path: Path) -> None:
     assert c.ConfigurableHTTPProxy.command[0].endswith("configurable-http-proxy")
     assert [s["name"] for s in c.JupyterHub.services] == ["gateway", "idle-culler"]
     assert c.JupyterHub.services[0]["url"] == "http://127.0.0.1:8010"
+
+
+def test_the_registry_source_survives_the_config_copy(tmp_path: Path) -> None:
+    import copy
+
+    c = Config()
+    configure(c, load_settings({"DATALAB_HOME": str(tmp_path)}))
+    source = copy.deepcopy(c).LabAuthenticator.approved_organisations_source
+    assert source() == frozenset()  # JupyterHub deep-copies its config before it starts
