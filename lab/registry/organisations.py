@@ -97,15 +97,9 @@ class OrgSpec:
 
 
 @dataclass(frozen=True)
-class Organisation:
-    """One organisation as the registry holds it."""
+class Organisation(OrgSpec):
+    """One organisation as the registry holds it: its spec, status and provenance."""
 
-    id: str
-    name_zh: str
-    name_en: str
-    credit_code: str
-    kind: str
-    contact: str
     status: str
     created_by: str
     created_at: datetime
