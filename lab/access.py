@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lab import demo, extracts, storage
+from lab import extracts, storage
 from lab.ledger import Grant, Ledger
 from lab.periodic import Periodic
+from lab.registry.organisations import ACTIVE, Registry
 from lab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,19 @@ class Provisioner:
         self._lock = threading.Lock()
 
     def desired(self) -> dict[str, list[str]]:
-        """Every organisation (known or with grants) → datasets it may read extracts of now."""
+        """Every organisation (registered or with grants) → datasets it may read extracts of now.
+
+        Only an active organisation of the registry reads anything: a grant that raced a
+        suspension still opens nothing."""
         active = self.ledger.list_grants(active=True)
-        orgs = {o.id for o in demo.ORGANISATIONS} | {g.organisation for g in self.ledger.list_grants()}
-        return {org: sorted({g.dataset for g in active if g.organisation == org}) for org in sorted(orgs)}
+        statuses = {org.id: org.status for org in Registry(self.ledger).list_organisations()}
+        orgs = set(statuses) | {g.organisation for g in self.ledger.list_grants()}
+        return {
+            org: sorted({g.dataset for g in active if g.organisation == org})
+            if statuses.get(org) == ACTIVE
+            else []
+            for org in sorted(orgs)
+        }
 
     def provision(self) -> list[str]:
         """Rewrite the policies that differ from the grants; the organisations changed."""

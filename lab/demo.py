@@ -9,13 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Organisation:
-    id: str  # also the group name in Keycloak and the prefix under extracts/
-    name_en: str
-    name_zh: str
-    kind: str  # enterprise | research
+from lab.registry.organisations import OrgSpec
 
 
 @dataclass(frozen=True)
@@ -27,10 +21,33 @@ class Person:
     org: str | None = None
 
 
-ORGANISATIONS = (
-    Organisation("qilu-energy", "Qilu Energy Services Co.", "齐鲁能源服务有限公司", "enterprise"),
-    Organisation("zibo-credit", "Zibo Credit Analytics Co.", "淄博信用数据科技有限公司", "enterprise"),
-    Organisation("sdu-research", "Shandong Urban Research Institute", "山东城市发展研究院", "research"),
+# Registered at ``make up`` (lab.iam.bootstrap) through Registry.add, the path of ``datalab org
+# add``, if not registered yet; after that the registry in the ledger database is the source.
+DEMO_ORGANISATIONS = (
+    OrgSpec(
+        "qilu-energy",
+        "齐鲁能源服务有限公司",
+        "Qilu Energy Services Co.",
+        "91370100MA3C4Q7D7M",
+        "enterprise",
+        "Data office / 数据管理部",
+    ),
+    OrgSpec(
+        "zibo-credit",
+        "淄博信用数据科技有限公司",
+        "Zibo Credit Analytics Co.",
+        "91370300MA3N2K5B03",
+        "enterprise",
+        "Risk office / 风控部",
+    ),
+    OrgSpec(
+        "sdu-research",
+        "山东城市发展研究院",
+        "Shandong Urban Research Institute",
+        "1237010049301256X4",
+        "research",
+        "Research office / 科研处",
+    ),
 )
 
 PEOPLE = (
@@ -91,8 +108,3 @@ ROLES = {
     "operator": "Bureau operator: datasets, applications, grants / 数据局运营人员：数据集、申请与授权",
     "auditor": "Reads and verifies the audit trail / 审计人员：查阅并核验审计日志",
 }
-
-
-def minio_policy(org: str) -> str:
-    """The MinIO policy that lets an organisation's analysts read its own extracts."""
-    return f"extracts-read-{org}"

@@ -7,8 +7,10 @@ gateway therefore asks :class:`Directory` on every call (answers are cached for
 :data:`TTL_SECONDS`), and the sweeper in ``lab.gateway.revocation`` uses
 :meth:`Directory.members` to keep MinIO's members policies current.
 
-Organisations are the realm's groups named after ``lab.demo.ORGANISATIONS``; roles are
-the realm roles ``analyst``, ``operator``, ``auditor``. Nothing here reads JupyterHub's
+Organisations are the realm's groups named after the *active* organisations of the
+registry (``lab.registry.organisations``, re-read every ``Statuses.ttl`` seconds): a
+suspended organisation's analysts belong to no organisation here. Roles are the realm
+roles ``analyst``, ``operator``, ``auditor``. Nothing here reads JupyterHub's
 groups or admin flag: those can be edited by others than Keycloak's administrators.
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 
 from lab import demo
 from lab.errors import NotAuthenticated
+from lab.registry.organisations import Statuses
 from lab.settings import Settings
 
 TTL_SECONDS = 20.0  # a change in Keycloak reaches the gateway within this many seconds
@@ -48,7 +51,12 @@ class Directory:
     """Keycloak's current view of people and organisations, cached for ``ttl`` seconds."""
 
     def __init__(
-        self, settings: Settings, *, ttl: float = TTL_SECONDS, admin: Callable[[], Any] | None = None
+        self,
+        settings: Settings,
+        *,
+        ttl: float = TTL_SECONDS,
+        admin: Callable[[], Any] | None = None,
+        statuses: Statuses | None = None,
     ) -> None:
         self.settings = settings
         self.ttl = ttl
@@ -56,7 +64,7 @@ class Directory:
         self._kc: Any = None
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Person | None]] = {}
-        self._orgs = frozenset(o.id for o in demo.ORGANISATIONS)
+        self.statuses = statuses or Statuses(settings)
 
     def _admin(self) -> Any:
         if self._kc is None:
@@ -102,17 +110,17 @@ class Directory:
             id=str(user["id"]),
             username=str(user["username"]),
             enabled=bool(user.get("enabled")),
-            orgs=frozenset(groups & self._orgs),
+            orgs=frozenset(groups & self.statuses.active()),
             roles=frozenset(roles & ROLES),
         )
 
     def members(self, role: str = "analyst") -> dict[str, set[str]]:
-        """For every organisation, the ids of its enabled accounts holding ``role`` (uncached)."""
+        """For every active organisation, the ids of its enabled accounts holding ``role`` (uncached)."""
         with self._lock:
             kc = self._admin()
             holders = {str(u["id"]) for u in kc.get_realm_role_members(role, {"max": 100000})}
             found: dict[str, set[str]] = {}
-            for org in sorted(self._orgs):
+            for org in sorted(self.statuses.active()):
                 group = kc.get_group_by_path(f"/{org}")
                 if not group or "id" not in group:
                     found[org] = set()
@@ -124,3 +132,4 @@ class Directory:
     def forget(self) -> None:
         """Drop every cached answer (tests, or after a change made here)."""
         self._cache.clear()
+        self.statuses.forget()

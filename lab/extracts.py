@@ -32,7 +32,7 @@ from typing import Any
 
 import polars as pl
 
-from lab import demo, dpextract, registers, storage, vault
+from lab import dpextract, registers, storage
 from lab import risk as risk_model
 from lab.errors import ConfigError, NotFound
 from lab.ledger import Grant, Kind, Ledger
@@ -40,7 +40,9 @@ from lab.masking import Fingerprint, MaskReport, OrgKey, mask_parquet, trace
 from lab.masking.trace import TraceResult
 from lab.policy import Policy, require_release
 from lab.rawtables import RawTables
+from lab.registry import organisations
 from lab.registry.datasets import policies as registry_policies
+from lab.registry.organisations import Organisation
 from lab.settings import Settings
 from lab.store import layout
 from lab.store.layout import MASKED_DATA as DATA
@@ -54,16 +56,13 @@ class Built:
     report: MaskReport
 
 
-def organisation(org: str) -> demo.Organisation:
-    for candidate in demo.ORGANISATIONS:
-        if candidate.id == org:
-            return candidate
-    known = ", ".join(o.id for o in demo.ORGANISATIONS)
-    raise NotFound(f"Unknown organisation {org!r}; known: {known}. / 未知机构 {org}。")
+def organisation(settings: Settings, org: str, *, active: bool = False) -> Organisation:
+    """The registered organisation ``org``; any status (its extracts are kept) unless ``active``."""
+    return organisations.lookup(settings, org, active=active)
 
 
 def org_key(settings: Settings, org: str) -> OrgKey:
-    return OrgKey(org, bytes.fromhex(vault.secret(settings, f"org-key-{org}", nbytes=32)))
+    return OrgKey(org, bytes.fromhex(organisations.org_key_secret(settings, org)))
 
 
 def ledger(settings: Settings) -> Ledger:
@@ -98,7 +97,7 @@ def build(settings: Settings, dataset: str, org: str, *, actor: str, grant: Gran
     Without ``grant`` the newest active masked grant of ``org`` on ``dataset`` is used; with
     none, the build has its own scope and no purpose (so no household link).
     """
-    organisation(org)
+    organisation(settings, org, active=True)
     policies = registry_policies(settings)
     policy = policies.get(dataset)
     client = storage.root_client(settings)
@@ -222,7 +221,7 @@ def joined_views(
 
 def risk_report(settings: Settings, org: str, dataset: str, version: str | None = None) -> dict[str, Any]:
     """The risk report stored beside a masked extract (the latest version unless named)."""
-    organisation(org)
+    organisation(settings, org)
     built = [m for m in versions(settings, org, dataset) if m.get("kind", "masked") == "masked"]
     if version is not None:
         built = [m for m in built if m["version"] == version]
@@ -249,7 +248,7 @@ def build_dp(
     exact ε of the plan and the release recorded in the ledger before the files are
     published (``lab.dpextract.build_extract``).
     """
-    organisation(org)
+    organisation(settings, org, active=True)
     if kind not in dpextract.KINDS:
         raise ConfigError(f"Unknown extract kind {kind!r}; choose masked, {', '.join(dpextract.KINDS)}.")
     policies = registry_policies(settings)
@@ -322,5 +321,5 @@ def trace_file(settings: Settings, path: str | Path) -> TraceResult:
             for r in book.records(kind=Kind.EXTRACT_BUILD)
             if "fingerprint" in r.details
         ]
-    keys = [org_key(settings, o.id) for o in demo.ORGANISATIONS]
+    keys = [org_key(settings, org) for org in sorted(organisations.statuses(settings))]
     return trace(pl.read_parquet(file), keys, builds)

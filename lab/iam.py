@@ -4,8 +4,11 @@
 changes it made; run twice, the second run returns an empty list. It creates:
 
 - realm roles ``analyst``, ``operator``, ``auditor``;
-- one group per organisation with attributes ``org`` and ``minio_policy`` (the
-  organisation's extracts policy and its members policy, see ``lab.storage``);
+- one group per organisation of the registry (``lab.registry.organisations``; the demo
+  organisations are registered first, through the same path as ``datalab org add``) with
+  attributes ``org``, ``status``, names, kind, credit code and ``minio_policy`` (the
+  organisation's extracts policy and its members policy, see ``lab.storage``; none for a
+  suspended or removed organisation);
 - client scope ``datalab`` whose mappers put into an access token: ``org`` (from the group
   attribute), ``roles`` (realm roles), ``groups``, ``policy`` (the MinIO policy names) and
   the audience ``datalab-gateway``; client scope ``datalab-storage`` adds the audience
@@ -29,8 +32,11 @@ from typing import Any
 from keycloak import KeycloakAdmin
 
 from lab import demo, storage, vault
+from lab.errors import NotFound
+from lab.registry.organisations import Organisation, closing_registry, org_key_secret, register
 from lab.settings import Settings
 
+BOOTSTRAP_ACTOR = "datalab-bootstrap"  # who registers the demo organisations at `make up`
 KEYCLOAK_ADMIN_USER = "admin"  # the bootstrap admin of the master realm
 MINIO_CLIENT_ID = "minio"
 HUB_CLIENT_ID = "jupyterhub"
@@ -267,22 +273,23 @@ class _Applier:
             self.kc.delete_client_default_client_scope(client_id, have[name])
             self.changes.append(f"removed scope {name} from client {desired['clientId']}")
 
-    def group(self, org: demo.Organisation) -> str:
+    def group(self, org: Organisation) -> str:
+        """The organisation's group; a suspended or removed one keeps its group, no MinIO policy."""
+        policies = [storage.extracts_policy(org.id), storage.members_policy(org.id)] if org.active else []
         desired = {
             "name": org.id,
             "attributes": {
                 "org": [org.id],
-                "minio_policy": [demo.minio_policy(org.id), storage.members_policy(org.id)],
+                "minio_policy": policies,
                 "name_en": [org.name_en],
                 "name_zh": [org.name_zh],
                 "kind": [org.kind],
+                "credit_code": [org.credit_code],
+                "status": [org.status],
             },
         }
-        try:
-            current = self.kc.get_group_by_path(f"/{org.id}")
-        except Exception:  # python-keycloak raises KeycloakGetError for a missing path
-            current = None
-        if not current or "id" not in current:
+        current = self.find_group(org.id)
+        if current is None:
             group_id = self.kc.create_group(desired)
             self.changes.append(f"created group {org.id}")
             assert group_id is not None
@@ -291,6 +298,13 @@ class _Applier:
             self.kc.update_group(current["id"], desired)
             self.changes.append(f"updated group {org.id}")
         return str(current["id"])
+
+    def find_group(self, org_id: str) -> dict[str, Any] | None:
+        try:
+            current = self.kc.get_group_by_path(f"/{org_id}")
+        except Exception:  # python-keycloak raises KeycloakGetError for a missing path
+            return None
+        return current if current and "id" in current else None
 
     def person(self, person: demo.Person, password: str, groups: dict[str, str]) -> None:
         user_id = self.kc.get_user_id(person.username)
@@ -347,8 +361,54 @@ def bootstrap(settings: Settings) -> list[str]:
     applier.scopes()
     for client in _clients(settings):
         applier.client(client)
-    groups = {org.id: applier.group(org) for org in demo.ORGANISATIONS}
+    with closing_registry(settings) as registry:  # the demo ones: the same path as `datalab org add`
+        applier.changes += register(registry, demo.DEMO_ORGANISATIONS, by=BOOTSTRAP_ACTOR)
+        orgs = registry.list_organisations()
+    groups = {org.id: applier.group(org) for org in orgs}
+    for org in orgs:
+        org_key_secret(settings, org.id)
     password = vault.secret(settings, "demo-password", nbytes=6)
     for person in demo.PEOPLE:
         applier.person(person, password, groups)
     return applier.changes
+
+
+def apply_organisation(settings: Settings, org: Organisation) -> list[str]:
+    """Create or update ``org``'s group and attributes in Keycloak; the changes made."""
+    applier = _Applier(admin(settings))
+    applier.group(org)
+    return applier.changes
+
+
+def add_member(settings: Settings, org_id: str, username: str) -> bool:
+    """Put ``username`` into ``org_id``'s group; False if already there. NotFound if either is absent."""
+    kc = admin(settings)
+    user_id = kc.get_user_id(username)
+    if user_id is None:
+        raise NotFound(
+            f"Keycloak has no account {username!r}; create it first / 统一身份认证中没有账号 {username}",
+            reason="no-such-user",
+        )
+    group = _Applier(kc).find_group(org_id)
+    if group is None:
+        raise NotFound(
+            f"Keycloak has no group {org_id!r}; run `datalab up` to re-apply the realm "
+            f"/ 统一身份认证中没有机构组 {org_id}",
+            reason="no-such-group",
+        )
+    if any(g.get("id") == group["id"] for g in kc.get_user_groups(user_id)):
+        return False
+    kc.group_user_add(user_id, group["id"])
+    return True
+
+
+def end_sessions(settings: Settings, org_id: str) -> int:
+    """Log out every member of ``org_id`` from Keycloak (their refresh tokens die); how many."""
+    kc = admin(settings)
+    group = _Applier(kc).find_group(org_id)
+    if group is None:
+        return 0
+    members = kc.get_group_members(group["id"], {"max": 100000})
+    for user in members:
+        kc.user_logout(user["id"])
+    return len(members)

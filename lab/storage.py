@@ -47,7 +47,7 @@ from minio.error import MinioAdminException, S3Error
 from minio.minioadmin import MinioAdmin
 from minio.objectlockconfig import DAYS, ObjectLockConfig
 
-from lab import demo, vault
+from lab import vault
 from lab.settings import Settings
 from lab.store import layout
 from lab.store.layout import AUDIT_BUCKET, EXTRACTS_BUCKET, MANIFEST, RAW_BUCKET
@@ -112,9 +112,14 @@ def extracts_read_policy(org: str, datasets: Iterable[str] | None = None) -> dic
 def set_extracts_access(settings: Settings, org: str, datasets: Iterable[str]) -> bool:
     """Let ``org``'s analysts read the extracts of exactly ``datasets``; True if the policy changed."""
     admin = _admin(settings)
-    name = demo.minio_policy(org)
+    name = extracts_policy(org)
     desired = extracts_read_policy(org, datasets)
     return _put_policy(admin, name, desired)
+
+
+def extracts_policy(org: str) -> str:
+    """The MinIO policy that lets an organisation's analysts read its own extracts."""
+    return f"extracts-read-{org}"
 
 
 def members_policy(org: str) -> str:
@@ -158,17 +163,39 @@ def bootstrap(settings: Settings) -> list[str]:
         client.make_bucket(AUDIT_BUCKET, object_lock=True)
         client.set_object_lock_config(AUDIT_BUCKET, ObjectLockConfig(COMPLIANCE, AUDIT_RETENTION_DAYS, DAYS))
         changes.append(f"created bucket {AUDIT_BUCKET} (object lock, {AUDIT_RETENTION_DAYS} days)")
+    from lab.registry.organisations import statuses
+
     admin = _admin(settings)
     existing = json.loads(admin.policy_list() or "{}")
-    for org in demo.ORGANISATIONS:
-        name = demo.minio_policy(org.id)
-        if name not in existing:  # its content follows the grants (set_extracts_access)
-            admin.policy_add(name, policy=extracts_read_policy(org.id, datasets=()))
-            changes.append(f"created policy {name}")
-        members = members_policy(org.id)
-        if members not in existing:  # nobody until the gateway's sweeper reads Keycloak
-            admin.policy_add(members, policy=members_deny_policy(()))
-            changes.append(f"created policy {members}")
+    for org, status in statuses(settings).items():  # every registered organisation
+        changes += _org_policies(admin, org, active=status == "active", existing=existing)
+    return changes
+
+
+def organisation_policies(settings: Settings, org: str, *, active: bool) -> list[str]:
+    """Create ``org``'s two policies if missing; for an organisation no longer active, make
+    both admit nothing (credentials already issued lose access on their next request)."""
+    admin = _admin(settings)
+    return _org_policies(admin, org, active=active, existing=json.loads(admin.policy_list() or "{}"))
+
+
+def _org_policies(admin: MinioAdmin, org: str, *, active: bool, existing: dict[str, Any]) -> list[str]:
+    changes = []
+    extracts_name, members = extracts_policy(org), members_policy(org)
+    if not active:
+        for name, closed in (
+            (extracts_name, extracts_read_policy(org, ())),
+            (members, members_deny_policy(())),
+        ):
+            if _put_policy(admin, name, closed):
+                changes.append(f"closed policy {name}")
+        return changes
+    if extracts_name not in existing:  # its content follows the grants (set_extracts_access)
+        admin.policy_add(extracts_name, policy=extracts_read_policy(org, datasets=()))
+        changes.append(f"created policy {extracts_name}")
+    if members not in existing:  # nobody until the gateway's sweeper reads Keycloak
+        admin.policy_add(members, policy=members_deny_policy(()))
+        changes.append(f"created policy {members}")
     return changes
 
 

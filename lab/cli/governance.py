@@ -187,7 +187,7 @@ def _agreement_scope(settings: Settings, org: str, dataset: str) -> tuple[str, s
     from lab.registry.datasets import policies as registry_policies
 
     org, dataset = validate.name(org, "organisation"), validate.name(dataset, "dataset")
-    organisation(org)
+    organisation(settings, org)
     policies = registry_policies(settings)
     if dataset not in policies:
         raise NotFound(

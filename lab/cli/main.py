@@ -10,6 +10,7 @@ from typing import Any
 
 from lab import demo, stack, vault
 from lab.cli.governance import add_parsers as add_governance_parsers
+from lab.cli.org import add_parsers as add_org_parsers
 from lab.errors import ConfigError, LabError
 from lab.ingest.cli import add_parsers as add_ingest_parsers
 from lab.settings import Settings, load_settings
@@ -35,13 +36,13 @@ def _summary(settings: Settings) -> str:
         "",
         f"Demo accounts (password for all: {password}):",
     ]
-    orgs = {o.id: o for o in demo.ORGANISATIONS}
+    from lab.registry.organisations import closing_registry
+
+    with closing_registry(settings) as registry:
+        orgs = {o.id: o for o in registry.list_organisations()}
     for person in demo.PEOPLE:
-        where = (
-            f"{orgs[person.org].name_en} / {orgs[person.org].name_zh}"
-            if person.org
-            else "Data bureau / 大数据局"
-        )
+        org = orgs.get(person.org) if person.org else None
+        where = f"{org.name_en} / {org.name_zh}" if org else "Data bureau / 大数据局"
         lines.append(f"  {person.username:<12} {person.role:<9} {where}")
     lines += ["", f"State and logs: {settings.home}   Stop: make down"]
     return "\n".join(lines)
@@ -240,7 +241,7 @@ def cmd_extract_build(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_extract_list(args: argparse.Namespace, settings: Settings) -> int:
     from lab import extracts
 
-    extracts.organisation(args.org)
+    extracts.organisation(settings, args.org)
     for manifest in extracts.versions(settings, args.org, args.dataset):
         kind = manifest.get("kind", "masked")
         if kind == "masked":
@@ -372,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_extract_trace)
     add_governance_parsers(sub)
+    add_org_parsers(sub)
     return parser
 
 

@@ -40,6 +40,7 @@ KINDS = sorted(
     {v for k, v in vars(Kind).items() if k.isupper()}
     | {"expire", "export-review", "export-revoke", "export-download", "audit-seal", "anchor-reset"}
     | {"budget-limits", "budget-agreement"}
+    | {"org-add", "org-suspend", "org-remove", "org-member-add"}
 )
 FLASH_COOKIE = "datalab_flash"
 _TEMPLATES = Environment(

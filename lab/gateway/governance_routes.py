@@ -21,14 +21,16 @@ from fastapi import APIRouter, FastAPI
 
 from lab import access, auditpkg
 from lab.gateway import console as console_pages
-from lab.gateway import governance_api
+from lab.gateway import console_orgs, governance_api
 from lab.gateway.guard import RoleGuard
 from lab.gateway.minio_audit import AuditSink
 from lab.gateway.origins import OriginGuard
 from lab.gateway.sessions import Sessions
 from lab.ledger import Grant, Kind
 from lab.ledger.sweep import ReservationSweeper
+from lab.registry.organisations import Registry
 from lab.services.governance import Governance
+from lab.services.onboarding import Onboarding
 
 PREFIX = "/services/gateway"
 log = logging.getLogger(__name__)
@@ -98,4 +100,6 @@ def routes(app: FastAPI) -> APIRouter:
     router = APIRouter(prefix=PREFIX, lifespan=lifespan)
     router.include_router(governance_api.router(gov, AuditSink(settings, ledger)))
     router.include_router(console_pages.router(console))
+    onboarding = Onboarding(settings, Registry(ledger), app.state.verifier.directory)
+    router.include_router(console_orgs.router(console, onboarding))
     return router

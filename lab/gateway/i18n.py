@@ -162,6 +162,28 @@ TEXT: dict[str, tuple[str, str]] = {
     "identifier_none": ("—", "—"),
     "browse": ("数据目录", "Data catalogue"),
     "already_held": ("已获授权", "already granted"),
+    # organisations (lab.gateway.console_orgs)
+    "organisations": ("机构", "Organisations"),
+    "add_org": ("登记机构", "Add an organisation"),
+    "org_id": ("机构标识", "Organisation id"),
+    "name_zh": ("中文名称", "Name (Chinese)"),
+    "name_en": ("英文名称", "Name (English)"),
+    "credit_code": ("统一社会信用代码", "Unified social credit code"),
+    "org_kind": ("机构类型", "Kind"),
+    "contact": ("联系人", "Contact"),
+    "created_by": ("登记人", "Added by"),
+    "provenance": ("来源（审计记录）", "Provenance (audit record)"),
+    "suspend": ("暂停", "Suspend"),
+    "suspended": ("已暂停", "suspended"),
+    "removed": ("已移除", "removed"),
+    "enterprise": ("企业", "enterprise"),
+    "research": ("科研机构", "research"),
+    "government": ("政府部门", "government"),
+    "suspend_hint": (
+        "暂停将撤销该机构的全部授权，60 秒内终止其全部凭证；记录全部保留。",
+        "Suspending revokes every grant of the organisation and ends every credential within 60 s; "
+        "every record is kept.",
+    ),
 }
 
 

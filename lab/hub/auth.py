@@ -23,6 +23,7 @@ from typing import Any
 
 from jupyterhub.utils import subdomain_hook_idna
 from oauthenticator.generic import GenericOAuthenticator
+from traitlets import Any as AnyTrait
 from traitlets import Set, Unicode
 
 REFUSED = (
@@ -59,6 +60,13 @@ class LabAuthenticator(GenericOAuthenticator):
         config=True,
         help="Organisations (the token's ``org`` claim) whose analysts may log in.",
     )
+    approved_organisations_source = AnyTrait(
+        None,
+        allow_none=True,
+        config=True,
+        help="A callable returning the organisations approved now (the lab's registry, "
+        "lab.registry.organisations.Statuses.active); when set, it replaces approved_organisations.",
+    )
     analyst_role = Unicode("analyst", config=True, help="The realm role that makes someone an analyst.")
     admin_role = Unicode(
         "operator",
@@ -88,10 +96,9 @@ class LabAuthenticator(GenericOAuthenticator):
         claims = self._claims(auth_model)
         if self.admin_role in set(claims.get("roles") or []):
             return True
-        allowed = (
-            self.analyst_role in set(claims.get("roles") or [])
-            and claims.get("org") in self.approved_organisations
-        )
+        source = self.approved_organisations_source
+        approved = set(source()) if callable(source) else self.approved_organisations
+        allowed = self.analyst_role in set(claims.get("roles") or []) and claims.get("org") in approved
         if not allowed:
             self.log.info("Refused %s: not an analyst of an approved organisation", username)
         return bool(allowed)

@@ -10,9 +10,10 @@ import sys
 from typing import Any
 from urllib.parse import quote
 
-from lab import demo, iam, vault
+from lab import iam, vault
 from lab.hub.auth import OPERATOR_ROLE, REFUSED, subdomain_hook
 from lab.hub.login import record_login
+from lab.registry.organisations import Statuses
 from lab.settings import Settings
 from lab.stack.install import proxy_binary
 
@@ -93,7 +94,9 @@ def _authenticator(c: Any, settings: Settings) -> None:
     auth.auth_state_groups_key = "oauth_user.groups"
     auth.enable_auth_state = True
     auth.allow_all = False
-    auth.approved_organisations = {org.id for org in demo.ORGANISATIONS}
+    # The registry's active organisations, re-read every few seconds: one added or suspended
+    # with `datalab org` counts at the next login, without restarting the hub.
+    auth.approved_organisations_source = Statuses(settings).active
     auth.custom_403_message = REFUSED
     auth.auto_login = True
     auth.refresh_pre_spawn = True

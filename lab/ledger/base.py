@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
@@ -107,6 +107,18 @@ class LedgerCore:
             except (OSError, ConfigError) as exc:
                 # The record is committed; verify() will report it as unanchored.
                 log.error("could not write the audit anchor %s: %s", self._anchor.path, exc)
+
+    def transaction(self) -> AbstractContextManager[_Tx]:
+        """A write transaction whose ``append`` joins the audit chain, for registries kept here.
+
+        Rows written through ``tx.conn`` and the records appended with ``tx.append`` commit
+        together or not at all (see :mod:`lab.registry.organisations`).
+        """
+        return self._write()
+
+    def snapshot(self) -> AbstractContextManager[Any]:
+        """A read transaction over one consistent snapshot (a connection)."""
+        return read_tx(self._engine)
 
     def _matches_log(self, seq: int, hash_: str) -> bool:
         with read_tx(self._engine) as conn:

@@ -1,1 +1,2 @@
-"""Who and what the lab serves: datasets and their catalogue (data, not code)."""
+"""Who and what the lab serves, kept as data: organisations (``organisations``), datasets and
+their policies (``datasets``) and the catalogue (``listing``)."""

@@ -1,2 +1,2 @@
-"""The use cases, independent of HTTP and the CLI: DP queries (``queries``) and governance
-(applications, grants, exports, audit: ``governance``)."""
+"""The use cases, independent of HTTP and the CLI: DP queries (``queries``), governance
+(applications, grants, exports, audit: ``governance``) and onboarding (``onboarding``)."""

@@ -26,14 +26,14 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from lab import access, auditpkg, demo, riskreports, suspicious, validate
+from lab import access, auditpkg, riskreports, suspicious, validate
 from lab.airlock import Airlock
 from lab.errors import AccessDenied, ConfigError, LabError, NotFound
 from lab.gateway.auth import Caller
 from lab.ledger import Grant, Ledger
 from lab.ledger.applications import check_reason
 from lab.policy import Policy
-from lab.registry import listing
+from lab.registry import listing, organisations
 from lab.registry.datasets import raw_store
 from lab.settings import Settings
 
@@ -198,13 +198,18 @@ class Governance:
     def risk_reports(self, caller: Caller, limit: int = 100) -> list[dict[str, Any]]:
         """Risk reports of the published masked extracts, newest first (auditors and operators)."""
         caller.require("auditor", "operator")
-        orgs = [o.id for o in demo.ORGANISATIONS]
+        orgs = sorted(organisations.statuses(self.settings))
         return riskreports.published(self.settings, orgs, sorted(self.policies), limit=limit)
 
     def approve(self, caller: Caller, application_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
         caller.require("operator")
+        application_id = _int(application_id, "application id")
+        # Nothing is granted to a suspended or removed organisation (lab.registry.organisations).
+        organisations.Registry(self.ledger).require_active(
+            self.ledger.get_application(application_id).organisation
+        )
         app, grant = self.ledger.approve(
-            _int(application_id, "application id"),
+            application_id,
             by=caller.username,
             by_org=caller.org,
             modes=_modes(body.get("modes")),

@@ -191,7 +191,7 @@ def test_login_through_keycloak_admits_analysts_of_approved_organisations(values
         assert url.startswith(oidc), url
     assert auth.oauth_callback_url == f"https://{values['ingress']['hosts'][0]}/hub/oauth_callback"
     # Approved organisations must be groups the realm bootstrap creates, or nobody matches.
-    assert auth.approved_organisations <= {org.id for org in demo.ORGANISATIONS}
+    assert auth.approved_organisations <= {org.id for org in demo.DEMO_ORGANISATIONS}
     assert "ask your organisation" in auth.custom_403_message
 
     def person(username: str, roles: list[str], org: str | None) -> dict[str, Any]:

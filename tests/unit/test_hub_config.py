@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 from traitlets.config import Config
 
+from lab import demo
 from lab.hub.config import configure
+from lab.registry.organisations import closing_registry, register
 from lab.settings import load_settings
 
 pytestmark = pytest.mark.unit
@@ -21,7 +23,13 @@ def test_hub_logs_in_through_keycloak_realm(tmp_path: Path) -> None:
     assert "openid" in auth.scope
     assert auth.username_claim == "preferred_username"
     assert auth.manage_groups is True and auth.allow_all is False
-    assert auth.approved_organisations == {"qilu-energy", "zibo-credit", "sdu-research"}
+    # Approved now = active in the registry (read at login, no hub restart after `datalab org`).
+    assert auth.approved_organisations_source() == frozenset()
+    with closing_registry(settings) as registry:
+        register(registry, demo.DEMO_ORGANISATIONS, by="datalab-bootstrap")
+        registry.suspend("zibo-credit", by="op.wang", reason="test")
+    auth.approved_organisations_source.__self__.forget()
+    assert auth.approved_organisations_source() == {"qilu-energy", "sdu-research"}
     assert auth.enable_auth_state is True and auth.refresh_pre_spawn is True
     assert c.JupyterHub.spawner_class == "lab.hub.spawner.spawner.SandboxSpawner"
     assert c.JupyterHub.proxy_class == "lab.hub.spawner.proxy.UnixSocketProxy"
@@ -29,3 +37,12 @@ def test_hub_logs_in_through_keycloak_realm(tmp_path: Path) -> None:
     assert c.ConfigurableHTTPProxy.command[0].endswith("configurable-http-proxy")
     assert [s["name"] for s in c.JupyterHub.services] == ["gateway", "idle-culler"]
     assert c.JupyterHub.services[0]["url"] == "http://127.0.0.1:8010"
+
+
+def test_the_registry_source_survives_the_config_copy(tmp_path: Path) -> None:
+    import copy
+
+    c = Config()
+    configure(c, load_settings({"DATALAB_HOME": str(tmp_path)}))
+    source = copy.deepcopy(c).LabAuthenticator.approved_organisations_source
+    assert source() == frozenset()  # JupyterHub deep-copies its config before it starts

@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from traitlets.config import Config
 
-from lab import iam, storage
+from lab import demo, iam, storage
 from lab.directory import Person
 from lab.errors import NotAuthenticated
 from lab.gateway.auth import Caller, TokenVerifier, check_hub_token
 from lab.gateway.revocation import Sweeper
 from lab.hub.auth import OPERATOR_GROUP, OPERATOR_ROLE
 from lab.hub.config import configure
+from lab.registry.organisations import closing_registry, register
 from lab.settings import load_settings
 
 pytestmark = pytest.mark.unit
@@ -84,9 +85,16 @@ def test_the_sweeper_writes_every_organisations_members(tmp_path: Path) -> None:
         written[org] = set(subjects)
         return org == "qilu-energy"
 
+    with closing_registry(settings) as registry:
+        register(registry, demo.DEMO_ORGANISATIONS, by="datalab-bootstrap")
     sweeper = Sweeper(settings, FakeDirectory({}), apply=apply)  # type: ignore[arg-type]
     assert sweeper.sweep() == ["qilu-energy"]
     assert written == {"qilu-energy": {"id-li"}, "zibo-credit": set(), "sdu-research": set()}
+    # A suspended organisation's members policy admits nobody, whatever Keycloak says.
+    with closing_registry(settings) as registry:
+        registry.suspend("qilu-energy", by="op.wang", reason="contract ended")
+    sweeper.sweep()
+    assert written["qilu-energy"] == set()
 
 
 def test_members_policy_denies_everyone_else() -> None:

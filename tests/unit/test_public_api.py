@@ -37,6 +37,7 @@ def test_cli_verbs() -> None:
         "extract",
         "grant",
         "logs",
+        "org",
         "policy",
         "status",
         "up",

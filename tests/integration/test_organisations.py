@@ -1,0 +1,170 @@
+"""A fourth organisation, added and suspended through ``datalab org`` on the running lab.
+
+The operator adds it (Keycloak group, MinIO policies, key), creates an analyst and puts
+them in it; the analyst logs in, holds a grant and reads its extract prefix with year-long
+STS credentials. Then the operator suspends the organisation: the gateway and S3 access
+end within 60 s, the grant is revoked, and every record is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from minio.error import S3Error
+
+from lab import cli, iam, storage, vault
+from lab.discovery.checks import credit_code_check, organisation_code_check
+from lab.ledger import Ledger
+from lab.registry.organisations import closing_registry
+from lab.settings import Settings
+from tests.integration import keycloak_test_client as kct
+from tests.security.identity_support import api, bearer
+from tests.security.test_identity_storage import YEAR, s3, sts
+
+pytestmark = pytest.mark.integration
+
+LIMIT = 60.0  # seconds: suspension ends every credential within this (THREAT-MODEL)
+
+
+def _credit_code() -> str:
+    body = (
+        "913701"
+        + "".join(secrets.choice("0123456789") for _ in range(2))
+        + "MA3"
+        + secrets.token_hex(3)[:5].upper()
+    )
+    body = body.replace("I", "1").replace("O", "0").replace("S", "5").replace("V", "4").replace("Z", "2")
+    body += organisation_code_check(body[8:16])
+    return body + credit_code_check(body)
+
+
+@pytest.fixture(scope="module")
+def lab(lab_stack: Settings) -> Iterator[Settings]:
+    kct.ensure(lab_stack)
+    yield lab_stack
+
+
+@pytest.fixture(scope="module")
+def org(lab: Settings) -> dict[str, str]:
+    """A new organisation and a new analyst, both unique to this run (records are never deleted)."""
+    suffix = secrets.token_hex(3)
+    return {"id": f"test-org-{suffix}", "user": f"an.{suffix}", "code": _credit_code()}
+
+
+def _add(lab: Settings, org: dict[str, str], actor: str) -> int:
+    return cli.main(
+        [
+            "org", "add", org["id"], "--name-zh", "测试水务数据有限公司", "--name-en", "Test Water Data Co.",
+            "--credit-code", org["code"], "--kind", "enterprise", "--contact", "Data office / 数据办",
+            "--as", actor,
+        ]
+    )  # fmt: skip
+
+
+def _analyst(lab: Settings, username: str) -> None:
+    kc = iam.admin(lab)
+    kc.create_user(
+        {
+            "username": username,
+            "enabled": True,
+            "emailVerified": True,
+            "firstName": "Test",
+            "lastName": "Analyst",
+            "email": f"{username}@example.org",
+            "credentials": [
+                {"type": "password", "value": vault.secret(lab, "demo-password"), "temporary": False}
+            ],
+        }
+    )
+    user_id = kc.get_user_id(username)
+    kc.assign_realm_roles(user_id, [kc.get_realm_role("analyst")])
+
+
+@pytest.mark.security
+def test_analysts_and_strangers_cannot_add_an_organisation(lab: Settings, org: dict[str, str]) -> None:
+    for actor in ("mallory", "zhang.wei", "audit.zhao"):
+        assert _add(lab, {**org, "id": f"{org['id']}-x"}, actor) == 1
+    with closing_registry(lab) as registry:
+        assert f"{org['id']}-x" not in registry.known_ids()
+
+
+def test_a_fourth_organisation_logs_in_and_loses_access_on_suspension(
+    lab: Settings, org: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    assert _add(lab, org, "op.wang") == 0
+    kc = iam.admin(lab)
+    group = kc.get_group_by_path(f"/{org['id']}")
+    assert group["attributes"]["status"] == ["active"]
+    assert set(group["attributes"]["minio_policy"]) == {f"extracts-read-{org['id']}", f"members-{org['id']}"}
+    assert (lab.secrets_dir / f"org-key-{org['id']}").is_file()
+    _analyst(lab, org["user"])
+    assert cli.main(["org", "add-user", org["id"], org["user"], "--as", "op.wang"]) == 0
+    with capsys.disabled():
+        print(f"\norg added and analyst joined in {time.monotonic() - started:.1f} s")
+
+    # The analyst logs in: their token names the new organisation and its policies.
+    token = kct.access_token(lab, org["user"])
+    claims = kct.claims(token)
+    assert claims["org"] == org["id"] and f"members-{org['id']}" in claims["policy"]
+
+    # An approved application gives them a dataset at the gateway and its extract prefix in MinIO.
+    with Ledger(lab.ledger_url, anchor_path=lab.ledger_anchor) as book:
+        app = book.apply(
+            organisation=org["id"], dataset="population", purpose="integration test of organisations",
+            modes=["dp"], epsilon=0.5, delta=1e-7, term_days=30, applicant=org["user"],
+        )  # fmt: skip
+    assert cli.main(["application", "approve", str(app.id), "--as", "op.wang"]) == 0
+    name = f"{org['id']}/population/probe/probe.json"  # not a manifest: the catalogue ignores it
+    storage.put_json(storage.root_client(lab), storage.EXTRACTS_BUCKET, name, {"test": True})
+    client = s3(lab, sts(lab, token, YEAR))
+
+    def s3_get() -> bool:
+        try:
+            client.stat_object(storage.EXTRACTS_BUCKET, name)
+            return True
+        except S3Error:
+            return False
+
+    def gateway() -> bool:
+        response = httpx.get(f"{api(lab)}/datasets", headers=bearer(token))
+        return response.status_code == 200 and bool(response.json())
+
+    deadline = time.monotonic() + 60  # the gateway's registry and directory caches (≤ 30 s)
+    while not (s3_get() and gateway()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert s3_get() and gateway(), {"s3": s3_get(), "gateway": gateway()}
+
+    # Suspend: access ends within 60 s.
+    capsys.readouterr()
+    suspended_at = time.monotonic()
+    assert cli.main(["org", "suspend", org["id"], "--as", "op.wang", "--reason", "integration test"]) == 0
+    ended: dict[str, float] = {}
+    while time.monotonic() - suspended_at < 2 * LIMIT and len(ended) < 2:
+        for probe, works in (("s3", s3_get), ("gateway", gateway)):
+            if probe not in ended and not works():
+                ended[probe] = time.monotonic() - suspended_at
+        time.sleep(1)
+    with capsys.disabled():
+        print(f"\nsuspension: access ended after {ended}")
+    assert set(ended) == {"s3", "gateway"} and max(ended.values()) <= LIMIT, ended
+    # A fresh login gets no storage policy, and nobody can join the suspended organisation.
+    assert kct.claims(kct.access_token(lab, org["user"])).get("policy") in (None, [])
+    assert cli.main(["org", "add-user", org["id"], "zhang.wei", "--as", "op.wang"]) == 1
+
+    # Every record is kept: the organisation, its member, its revoked grant, the audit chain.
+    assert cli.main(["org", "show", org["id"], "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert shown["status"] == "suspended" and [m["username"] for m in shown["members"]] == [org["user"]]
+    (grant,) = shown["grants"]
+    assert grant["status"] == "revoked" and grant["provenance"]["application"] == app.id
+    with Ledger(lab.ledger_url, anchor_path=lab.ledger_anchor) as book:
+        kinds = [r.kind for r in book.records(organisation=org["id"])]
+        assert book.verify().ok
+    for kind in ("org-add", "org-member-add", "application", "grant", "org-suspend", "revoke"):
+        assert kind in kinds, kinds
