@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import httpx
 import jwt
+from starlette.requests import Request
 
 from lab.directory import Directory, Person
 from lab.errors import AccessDenied, NotAuthenticated
@@ -62,7 +63,7 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def request_caller(request: Any) -> Caller:
+def request_caller(request: Request) -> Caller:
     """The caller a request's bearer token names (its app's ``state.verifier`` checks it)."""
     token = bearer_token(request.headers.get("authorization"))
     if token is None:

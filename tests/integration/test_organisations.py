@@ -17,30 +17,18 @@ import httpx
 import pytest
 from minio.error import S3Error
 
-from lab import cli, iam, storage, vault
-from lab.discovery.checks import credit_code_check, organisation_code_check
+from lab import cli, iam, storage
 from lab.ledger import Ledger
 from lab.registry.organisations import closing_registry
 from lab.settings import Settings
 from tests.integration import keycloak_test_client as kct
+from tests.integration.org_support import create_analyst, credit_code
 from tests.security.identity_support import api, bearer
 from tests.security.test_identity_storage import YEAR, s3, sts
 
 pytestmark = pytest.mark.integration
 
 LIMIT = 60.0  # seconds: suspension ends every credential within this (THREAT-MODEL)
-
-
-def _credit_code() -> str:
-    body = (
-        "913701"
-        + "".join(secrets.choice("0123456789") for _ in range(2))
-        + "MA3"
-        + secrets.token_hex(3)[:5].upper()
-    )
-    body = body.replace("I", "1").replace("O", "0").replace("S", "5").replace("V", "4").replace("Z", "2")
-    body += organisation_code_check(body[8:16])
-    return body + credit_code_check(body)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +41,7 @@ def lab(lab_stack: Settings) -> Iterator[Settings]:
 def org(lab: Settings) -> dict[str, str]:
     """A new organisation and a new analyst, both unique to this run (records are never deleted)."""
     suffix = secrets.token_hex(3)
-    return {"id": f"test-org-{suffix}", "user": f"an.{suffix}", "code": _credit_code()}
+    return {"id": f"test-org-{suffix}", "user": f"an.{suffix}", "code": credit_code()}
 
 
 def _add(lab: Settings, org: dict[str, str], actor: str) -> int:
@@ -64,25 +52,6 @@ def _add(lab: Settings, org: dict[str, str], actor: str) -> int:
             "--as", actor,
         ]
     )  # fmt: skip
-
-
-def _analyst(lab: Settings, username: str) -> None:
-    kc = iam.admin(lab)
-    kc.create_user(
-        {
-            "username": username,
-            "enabled": True,
-            "emailVerified": True,
-            "firstName": "Test",
-            "lastName": "Analyst",
-            "email": f"{username}@example.org",
-            "credentials": [
-                {"type": "password", "value": vault.secret(lab, "demo-password"), "temporary": False}
-            ],
-        }
-    )
-    user_id = kc.get_user_id(username)
-    kc.assign_realm_roles(user_id, [kc.get_realm_role("analyst")])
 
 
 @pytest.mark.security
@@ -103,7 +72,7 @@ def test_a_fourth_organisation_logs_in_and_loses_access_on_suspension(
     assert group["attributes"]["status"] == ["active"]
     assert set(group["attributes"]["minio_policy"]) == {f"extracts-read-{org['id']}", f"members-{org['id']}"}
     assert (lab.secrets_dir / f"org-key-{org['id']}").is_file()
-    _analyst(lab, org["user"])
+    create_analyst(lab, org["user"])
     assert cli.main(["org", "add-user", org["id"], org["user"], "--as", "op.wang"]) == 0
     with capsys.disabled():
         print(f"\norg added and analyst joined in {time.monotonic() - started:.1f} s")

@@ -1,0 +1,241 @@
+"""A bureau onboards a new organisation and two registers the lab has never seen, and the new
+organisation's analyst uses them (issue 12's acceptance, through the CLI and the gateway API).
+
+The operator adds a fourth organisation and its analyst (``datalab org``); imports one register
+from a CSV file (with a policy: published at once) and one from a table in a real PostgreSQL
+server the test starts (without a policy: a draft, published by ``dataset accept``). The running
+gateway knows both without a restart. The analyst logs in, finds them in the catalogue, applies
+for one, is granted by the operator, runs a DP query and loads the masked extract built for the
+grant with their own STS credentials. Names are unique per run; records are never deleted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import psycopg
+import pytest
+
+from lab import storage
+from lab.settings import Settings
+from tests.integration import keycloak_test_client as kct
+from tests.integration.org_support import create_analyst, credit_code
+from tests.security.identity_support import api, bearer
+from tests.security.test_identity_storage import YEAR, s3, sts
+
+pytestmark = pytest.mark.integration
+
+OPERATOR, REVIEWER = "op.wang", "op.li"
+DISTRICTS = ["张店区", "淄川区", "博山区"]
+POLICY = """\
+dataset: {name}
+description: Residents receiving a district allowance (test register).
+catalogue:
+  title: {{zh: 津贴名册{tag}, en: Allowance roll {tag}}}
+  owner: 淄博市民政局 (Zibo Civil Affairs Bureau)
+  update_frequency: monthly
+  keywords: [津贴, allowance]
+release_modes: [masked, dp]
+quasi_identifiers: [district, sex, age]
+k: 5
+privacy_unit: {{column: person_id, max_rows: 1}}
+public_domains:
+  district: [张店区, 淄川区, 博山区]
+  sex: [女, 男]
+columns:
+  person_id: {{level: important, pi: sensitive, identifier: direct, rule: pseudonym, family: person}}
+  district: {{level: general, pi: pi, rule: keep}}
+  sex: {{level: general, pi: pi, rule: keep}}
+  age: {{level: general, pi: pi, rule: generalise, to: band, width: 20}}
+  allowance: {{level: important, pi: pi, rule: drop}}
+"""
+
+
+def datalab(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lab.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def _rows(n: int, seed: int) -> list[tuple[str, str, str, int, float]]:
+    rng = random.Random(seed)
+    return [
+        (
+            f"P{seed}{i:06d}",
+            rng.choice(DISTRICTS),
+            rng.choice(["女", "男"]),
+            rng.randrange(20, 80),
+            rng.uniform(100, 900),
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def onboarded(lab_stack: Settings) -> dict[str, str]:
+    """A new organisation with a new analyst in it (the operator's CLI, the real Keycloak)."""
+    kct.ensure(lab_stack)
+    tag = secrets.token_hex(3)
+    org = {"id": f"onboard-{tag}", "user": f"an.ob{tag}", "tag": tag}
+    added = datalab(
+        "org", "add", org["id"], "--name-zh", "测试普惠金融有限公司",
+        "--name-en", "Test Inclusive Finance Co.",
+        "--credit-code", credit_code(), "--kind", "enterprise", "--contact", "Risk office / 风控部",
+        "--as", OPERATOR,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    create_analyst(lab_stack, org["user"])
+    joined = datalab("org", "add-user", org["id"], org["user"], "--as", OPERATOR)
+    assert joined.returncode == 0, joined.stderr
+    return org
+
+
+@pytest.fixture(scope="module")
+def registers(
+    onboarded: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    tag = onboarded["tag"]
+    yield {
+        "csv": f"allowance-csv-{tag}",
+        "pg": f"allowance-pg-{tag}",
+        "dir": tmp_path_factory.mktemp("onboard"),
+    }
+
+
+def _entry(name: str) -> dict[str, Any]:
+    shown = datalab("dataset", "show", name, "--json")
+    assert shown.returncode == 0, shown.stderr
+    return dict(json.loads(shown.stdout))
+
+
+def test_registers_from_a_csv_and_a_postgresql_table_are_published_and_catalogued(
+    lab_stack: Settings, onboarded: dict[str, str], registers: dict[str, Any], postgres_url: str
+) -> None:
+    folder: Path = registers["dir"]
+    # A CSV with its policy: validated, published at once.
+    source = folder / "allowance.csv"
+    with source.open("w", encoding="gb18030", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["person_id", "district", "sex", "age", "allowance"])
+        writer.writerows(_rows(3000, seed=1))
+    policy = folder / "csv.yaml"
+    policy.write_text(POLICY.format(name=registers["csv"], tag=onboarded["tag"]), encoding="utf-8")
+    done = datalab(
+        "dataset",
+        "import",
+        str(source),
+        "--name",
+        registers["csv"],
+        "--policy",
+        str(policy),
+        "--as",
+        OPERATOR,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "3,000 rows" in done.stdout and "published" in done.stdout
+
+    # A PostgreSQL table without a policy: a draft; published only once an operator accepts one.
+    url = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE allowance (person_id text, district text, sex text, age integer, allowance numeric)"
+        )
+        with conn.cursor().copy("COPY allowance FROM STDIN") as copy:
+            for row in _rows(2000, seed=2):
+                copy.write_row(row)
+    draft = datalab(
+        "dataset", "import", f"{url}&table=allowance", "--name", registers["pg"], "--as", OPERATOR
+    )
+    assert draft.returncode == 0, draft.stderr
+    assert "Not published yet" in draft.stdout
+    missing = datalab("dataset", "show", registers["pg"])
+    assert missing.returncode == 1 and "no dataset" in missing.stderr
+    policy_pg = folder / "pg.yaml"
+    policy_pg.write_text(POLICY.format(name=registers["pg"], tag=onboarded["tag"]), encoding="utf-8")
+    accepted = datalab("dataset", "accept", registers["pg"], "--policy", str(policy_pg), "--as", REVIEWER)
+    assert accepted.returncode == 0, accepted.stderr
+
+    for name, rows in ((registers["csv"], 3000), (registers["pg"], 2000)):
+        entry = _entry(name)
+        assert entry["source"] == "import" and entry["rows"] == rows and entry["version"] == 1
+        assert (
+            entry["title"]["zh"] == f"津贴名册{onboarded['tag']}" and entry["update_frequency"] == "monthly"
+        )
+        assert entry["k"] == 5 and entry["privacy_unit"] == {"column": "person_id", "max_rows": 1}
+        columns = {c["name"]: c for c in entry["columns"]}
+        assert columns["person_id"]["identifier"] == "direct" and columns["age"]["identifier"] == "quasi"
+    found = datalab("dataset", "list", "--search", f"allowance {onboarded['tag']}", "--json")
+    assert sorted(e["name"] for e in json.loads(found.stdout)) == sorted([registers["csv"], registers["pg"]])
+
+
+def test_the_new_analyst_applies_from_the_catalogue_queries_and_loads_the_extract(
+    lab_stack: Settings, onboarded: dict[str, str], registers: dict[str, Any]
+) -> None:
+    name = registers["csv"]
+    token = kct.access_token(lab_stack, onboarded["user"])
+    headers = bearer(token)
+    # The running gateway reads accepted imports again on a miss and every 30 s.
+    deadline, listed = time.monotonic() + 45, []
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{api(lab_stack)}/catalogue", headers=headers, params={"q": "allowance"})
+        assert response.status_code == 200, response.text
+        listed = [e for e in response.json() if e["name"] == name]
+        if listed:
+            break
+        time.sleep(3)
+    assert listed, "the accepted register never reached the gateway's catalogue"
+    (entry,) = listed
+    assert entry["held"] is False and "holders" not in entry and entry["rows"] == 3000
+
+    applied = httpx.post(
+        f"{api(lab_stack)}/applications",
+        headers=headers,
+        json={"dataset": name, "purpose": "allowance take-up by district", "modes": ["dp", "masked"],
+              "epsilon": 1.0, "delta": 1e-6, "term_days": 30},
+    )  # fmt: skip
+    assert applied.status_code == 200, applied.text
+    approved = datalab("application", "approve", str(applied.json()["id"]), "--as", OPERATOR)
+    assert approved.returncode == 0, approved.stderr
+    assert f"built extracts/{onboarded['id']}/{name}/" in approved.stdout
+
+    query = {
+        "dataset": name,
+        "aggregate": {"kind": "count"},
+        "epsilon": 0.2,
+        "group_by": {"columns": ["district"]},
+    }
+    preview = httpx.post(f"{api(lab_stack)}/queries/preview", headers=headers, json=query)
+    assert preview.status_code == 200, preview.text
+    released = httpx.post(f"{api(lab_stack)}/queries", headers=headers, json=query)
+    assert released.status_code == 200, released.text
+    rows = {r["district"]: r for r in released.json()["rows"]}
+    assert set(rows) == set(DISTRICTS) and released.json()["budget"]["epsilon_remaining"] == pytest.approx(
+        0.8
+    )
+    held = httpx.get(f"{api(lab_stack)}/catalogue/{name}", headers=headers).json()
+    assert held["held"] is True
+
+    # The masked extract, read with the analyst's own STS credentials.
+    client = s3(lab_stack, sts(lab_stack, token, YEAR))
+    prefix = f"{onboarded['id']}/{name}/"
+    objects = [
+        o.object_name for o in client.list_objects(storage.EXTRACTS_BUCKET, prefix=prefix, recursive=True)
+    ]
+    data = next(o for o in objects if o.endswith("/data.parquet"))
+    frame = pl.read_parquet(io.BytesIO(client.get_object(storage.EXTRACTS_BUCKET, data).read()))
+    assert 0 < frame.height <= 3000 and "allowance" not in frame.columns
+    assert not frame["person_id"].str.starts_with("P1").any()  # pseudonyms, not the raw identifiers
+    smallest = frame.group_by(["district", "sex", "age"]).len()["len"].min()
+    assert smallest is not None and smallest >= 5  # k-anonymous on the policy's quasi-identifiers
