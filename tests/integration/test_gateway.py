@@ -20,9 +20,10 @@ import polars as pl
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from lab import storage
+from lab import demo, storage
 from lab.extracts import ledger as open_ledger
 from lab.ledger import Ledger
+from lab.registry.organisations import closing_registry, register
 from lab.settings import Settings
 from lab.stack import procs
 from lab.store import layout
@@ -217,6 +218,9 @@ def test_fifty_concurrent_queries_on_postgresql(
         "PYTHONPATH": str(lab_stack.repo),
     }
     pid_file = tmp_path / "gateway.pid"
+    pg_settings = replace(lab_stack, db_url=postgres_url)
+    with closing_registry(pg_settings) as registry:  # organisations live in the ledger's database
+        register(registry, demo.DEMO_ORGANISATIONS, by="datalab-bootstrap")
     procs.spawn(
         [
             sys.executable,
@@ -241,7 +245,6 @@ def test_fifty_concurrent_queries_on_postgresql(
             timeout=60,
             alive=lambda: procs.read_pid(pid_file) is not None,
         ), procs.tail(tmp_path / "gateway.log")
-        pg_settings = replace(lab_stack, db_url=postgres_url)
         with open_ledger(pg_settings) as book:
             assert book.backend == "postgresql"
             grant = _grant(book, "population", epsilon=1.0)

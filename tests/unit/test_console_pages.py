@@ -67,3 +67,25 @@ def test_a_risk_report_renders_every_measure_and_the_refusal(lang: str, words: t
     assert "birth_date: generalise (to=band, years=5)" in table
     assert "withheld: purpose not allowed" in table
     assert "joined view population+social_insurance risk 1.000" in verdict
+
+
+def test_every_page_imports_the_macros_it_calls() -> None:
+    """A macro called but not imported renders as an error page (a 500) only when it is reached."""
+    import re
+    from pathlib import Path
+
+    folder = Path(console.__file__).with_name("templates")
+    defined = set(
+        re.findall(r"{%-?\s*macro\s+(\w+)\(", (folder / "_macros.html").read_text(encoding="utf-8"))
+    )
+    for page in folder.glob("*.html"):
+        if page.name == "_macros.html":
+            continue
+        text = page.read_text(encoding="utf-8")
+        imported = set()
+        for names in re.findall(
+            r'{%\s*from\s+"_macros.html"\s+import\s+([\w\s,]+?)(?:\s+with context)?\s*%}', text
+        ):
+            imported |= {n.strip() for n in names.split(",")}
+        called = {name for name in re.findall(r"(\w+)\(", text) if name in defined}
+        assert called <= imported, (page.name, sorted(called - imported))
