@@ -104,8 +104,8 @@ def build(settings: Settings, dataset: str, org: str, *, actor: str, grant: Gran
     if policy is None:
         known = ", ".join(sorted(policies))
         raise NotFound(
-            f"Dataset {dataset!r} has no policy (known: {known}); add {dataset}.yaml to the policy "
-            f"directory or import and accept it. / 数据集 {dataset} 没有策略。",
+            f"unknown dataset {dataset!r}: it has no policy (known: {known}); add {dataset}.yaml to "
+            f"the policy directory or import and accept it. / 未知数据集 {dataset}：没有策略。",
             reason="no-such-dataset",
         )
     meta = registers.require_raw(client, dataset)  # no published data yet

@@ -444,7 +444,7 @@ def lookup(settings: Settings, org_id: str, *, active: bool = False) -> Organisa
         except NotFound:
             known = ", ".join(sorted(registry.known_ids())) or "none"
             raise NotFound(
-                f"unknown organisation {org_id!r}; registered: {known} / 未知机构 {org_id}",
+                f"Unknown organisation {org_id!r}; registered: {known} / 未知机构 {org_id}",
                 reason="no-such-organisation",
             ) from None
 
