@@ -6,7 +6,9 @@ from a CSV file (with a policy: published at once) and one from a table in a rea
 server the test starts (without a policy: a draft, published by ``dataset accept``). The running
 gateway knows both without a restart. The analyst logs in, finds them in the catalogue, applies
 for one, is granted by the operator, runs a DP query and loads the masked extract built for the
-grant with their own STS credentials. Names are unique per run; records are never deleted.
+grant with their own STS credentials. In Chromium, the operator finds both registers in the
+console's catalogue and the analyst applies from it. Names are unique per run; records are
+never deleted.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ import httpx
 import polars as pl
 import psycopg
 import pytest
+from playwright.sync_api import Browser
 
 from lab import storage
 from lab.settings import Settings
 from tests.integration import keycloak_test_client as kct
+from tests.integration.browser import browser  # noqa: F401  (the Chromium fixture)
 from tests.integration.org_support import create_analyst, credit_code
+from tests.integration.test_consoles import console_login
 from tests.security.identity_support import api, bearer
 from tests.security.test_identity_storage import YEAR, s3, sts
 
@@ -239,3 +244,50 @@ def test_the_new_analyst_applies_from_the_catalogue_queries_and_loads_the_extrac
     assert not frame["person_id"].str.starts_with("P1").any()  # pseudonyms, not the raw identifiers
     smallest = frame.group_by(["district", "sex", "age"]).len()["len"].min()
     assert smallest is not None and smallest >= 5  # k-anonymous on the policy's quasi-identifiers
+
+
+def test_in_the_consoles_the_operator_finds_the_register_and_the_analyst_applies_from_the_catalogue(
+    lab_stack: Settings,
+    onboarded: dict[str, str],
+    registers: dict[str, Any],
+    browser: Browser,  # noqa: F811
+) -> None:
+    name, base = registers["pg"], f"{lab_stack.hub_url}/services/gateway/console"
+    operator_context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
+    analyst_context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
+    try:
+        operator = operator_context.new_page()
+        console_login(operator, lab_stack, OPERATOR, "operator")
+        operator.goto(f"{base}/operator?q={onboarded['tag']}#catalogue")
+        rows = operator.locator("#catalogue tr[data-dataset]")
+        assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.dataset)")) == sorted(
+            [registers["csv"], registers["pg"]]
+        )
+        held = operator.locator(f"#dataset-{registers['csv']} td.holders").inner_text()
+        assert onboarded["id"] in held  # the grant of the previous test
+        assert "每月" in operator.locator(f"#dataset-{name}").inner_text()
+
+        analyst = analyst_context.new_page()
+        console_login(analyst, lab_stack, onboarded["user"], "analyst")
+        analyst.fill("#catalogue-search input[name=q]", "津贴")
+        analyst.click("#catalogue-search button[type=submit]")
+        analyst.wait_for_selector(f"#dataset-{name}")
+        assert onboarded["id"] not in analyst.locator("#catalogue").inner_text()  # no holder names
+        analyst.locator(f"#dataset-{name} a.apply").click()
+        analyst.wait_for_url(f"**/analyst?dataset={name}**")
+        assert analyst.locator("#apply select[name=dataset]").input_value() == name
+        analyst.fill("#apply input[name=purpose]", "浏览器申请 / applied from the catalogue")
+        analyst.click("#apply button[type=submit]")
+        analyst.wait_for_selector("#flash")
+        row = analyst.locator("#my-applications tr", has_text="浏览器申请").first
+        app_id = int(row.locator("td").first.inner_text())
+        assert name in row.inner_text() and "待审" in row.inner_text()
+
+        operator.goto(f"{base}/operator")
+        operator.locator(f"#application-{app_id} button[value=approve]").click()
+        operator.wait_for_selector("#flash")
+        analyst.goto(f"{base}/analyst?q={name}")
+        assert "✓" in analyst.locator(f"#dataset-{name} td.holders").inner_text()
+    finally:
+        operator_context.close()
+        analyst_context.close()
