@@ -333,9 +333,10 @@ class _Applier:
 
 
 def _differs(current: dict[str, Any], desired: dict[str, Any]) -> bool:
-    """True if any key of ``desired`` has another value in ``current``."""
+    """True if any key of ``desired`` has another value in ``current`` (Keycloak drops an
+    attribute whose list of values is empty, so a missing key equals an empty list)."""
     for key, value in desired.items():
-        have = current.get(key)
+        have = current.get(key, [] if value == [] else None)
         if isinstance(value, dict) and isinstance(have, dict):
             if _differs(have, value):
                 return True

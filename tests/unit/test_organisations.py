@@ -342,3 +342,13 @@ def test_show_cites_the_application_of_each_grant(registry: Registry, ledger: Le
         "approved_by": "op.wang",
     }
     assert body["members"][0]["provenance"]["action"] == "org-member-add"
+
+
+def test_a_suspended_organisations_group_is_in_its_desired_state_once_written() -> None:
+    """Keycloak drops an empty ``minio_policy``; a second ``datalab up`` must not see a change."""
+    from lab.iam import _differs
+
+    desired = {"name": "x", "attributes": {"org": ["x"], "minio_policy": [], "status": ["suspended"]}}
+    stored = {"id": "1", "name": "x", "attributes": {"org": ["x"], "status": ["suspended"]}}
+    assert not _differs(stored, desired)
+    assert _differs({**stored, "attributes": {**stored["attributes"], "minio_policy": ["p"]}}, desired)
