@@ -204,6 +204,10 @@ class Governance:
     def approve(self, caller: Caller, application_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
         caller.require("operator")
         application_id = _int(application_id, "application id")
+        # The form is checked first: a bad value is named whatever the application.
+        modes, note = _modes(body.get("modes")), _text(body, "note")
+        epsilon, delta = _number(body, "epsilon"), _number(body, "delta", high=1.0)
+        term_days = _number(body, "term_days", high=1e5)
         # Nothing is granted to a suspended or removed organisation (lab.registry.organisations).
         organisations.Registry(self.ledger).require_active(
             self.ledger.get_application(application_id).organisation
@@ -212,11 +216,11 @@ class Governance:
             application_id,
             by=caller.username,
             by_org=caller.org,
-            modes=_modes(body.get("modes")),
-            epsilon=_number(body, "epsilon"),
-            delta=_number(body, "delta", high=1.0),
-            term_days=_number(body, "term_days", high=1e5),
-            note=_text(body, "note"),
+            modes=modes,
+            epsilon=epsilon,
+            delta=delta,
+            term_days=term_days,
+            note=note,
         )
         self.provisioner.provision()
         if "masked" in grant.modes:
