@@ -136,7 +136,8 @@ def cmd_dataset_list(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(entries, ensure_ascii=False, indent=2))
         return 0
     if not entries:
-        print(f"No dataset matches {args.search!r}. / 没有匹配的数据集。" if args.search else "No datasets.")
+        none = f"No dataset matches {args.search!r}. / 没有匹配的数据集。" if args.search else None
+        print(none or "No datasets. / 没有数据集。")
         return 0
     for entry in entries:
         rows = f"{entry['rows']:,} rows" if entry["rows"] is not None else "no data yet / 尚无数据"

@@ -337,6 +337,7 @@ def router(console: Console) -> APIRouter:
     @pages.get("/analyst")
     def analyst_page(request: Request, session: Analyst, q: str = "", dataset: str = "") -> Response:
         who = session.caller
+        everything = gov.catalogue(who)  # read once: the table is filtered, the apply form is not
         return console.render(
             request,
             "analyst.html",
@@ -345,9 +346,9 @@ def router(console: Console) -> APIRouter:
             grants=gov.grants(who),
             applications=gov.applications(who),
             exports=gov.exports(who),
-            catalogue=gov.catalogue(who, q),
+            catalogue=gov.search_catalogue(everything, q),
             q=q,
-            datasets=gov.catalogue(who),  # the apply form offers every register, marking those held
+            datasets=everything,  # the apply form offers every register, marking those held
             chosen=dataset,
         )
 

@@ -69,7 +69,8 @@ def parse_catalogue(doc: YamlDoc, value: Any) -> CatalogueInfo:
     if value is None:
         return CatalogueInfo()
     if not isinstance(value, dict):
-        doc.problem(("catalogue",), "catalogue must be a mapping with title, owner, update_frequency")
+        reason = "catalogue must be a mapping with title, owner, update_frequency (目录信息格式错误)"
+        doc.problem(("catalogue",), reason)
         return CatalogueInfo()
     for key in value:
         if key not in _KEYS:

@@ -80,6 +80,10 @@ def _columns(value: Any, name: str) -> list[str] | None:
     return [validate.column(c, name) for c in value]
 
 
+def _search(value: Any) -> str | None:
+    return validate.optional(lambda v, n: validate.text(v, n, limit=200, lines=False), value, "q")
+
+
 class Governance:
     """Applications, grants, exports and the audit trail, by role."""
 
@@ -258,11 +262,16 @@ class Governance:
         """The catalogue (数据目录) as ``caller`` may see it, filtered by ``search``: every role
         browses it; only operators and auditors see which organisations hold grants."""
         caller.require("operator", "auditor", "analyst")
-        search = validate.optional(lambda v, n: validate.text(v, n, limit=200, lines=False), search, "q")
+        search = _search(search)
         store = raw_store(self.settings)
         held = listing.holders(self.ledger.list_grants(active=True))
         entries = listing.search(listing.catalogue(self.policies, store, held), search)
         return [listing.view(e, roles=caller.roles, org=caller.org) for e in entries]
+
+    @staticmethod
+    def search_catalogue(entries: list[dict[str, Any]], search: str | None) -> list[dict[str, Any]]:
+        """``entries`` (from ``catalogue``) filtered by ``search``, checked as ``catalogue`` does."""
+        return listing.search(entries, _search(search))
 
     def catalogue_entry(self, caller: Caller, name: Any) -> dict[str, Any]:
         dataset = validate.name(name, "dataset")

@@ -51,3 +51,13 @@ def rows(n: int, seed: int = 7) -> dict[str, list[str]]:
         "joined": [f"2024-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}" for _ in range(n)],
         "area_code": ["0533"] * n,
     }
+
+
+def entries(settings: Settings, store: DirStore) -> list[dict]:
+    """The catalogue entries of the imported registers (what ``dataset list`` shows of them)."""
+    from lab.ingest.importer import negative_list
+    from lab.policy import NegativeList
+    from lab.registry.datasets import imported_policies
+    from lab.registry.listing import catalogue
+
+    return catalogue(imported_policies(store, negative_list(settings) or NegativeList()), store)

@@ -20,7 +20,8 @@ from lab.policy import load_policies, load_policy_bytes
 from lab.registry import datasets, listing
 from lab.services import governance
 from lab.settings import Settings, load_settings
-from tests.unit.test_ingest import _csv, _rows
+from tests.unit.ingest_support import rows as _rows
+from tests.unit.ingest_support import write_csv as _csv
 from tests.unit.test_ledger import make_grant
 
 pytestmark = pytest.mark.unit

@@ -16,20 +16,9 @@ from lab.ingest import DirStore, accept, import_source, manifests, sources
 from lab.ingest import cli as ingest_cli
 from lab.ingest.frames import conform, infer
 from lab.settings import Settings
-from tests.unit.ingest_support import Audit, settings_fixture, store_fixture  # noqa: F401  (fixtures)
+from tests.unit.ingest_support import Audit, entries, settings_fixture, store_fixture  # noqa: F401  (fixtures)
 from tests.unit.ingest_support import rows as _rows
 from tests.unit.ingest_support import write_csv as _csv
-
-
-def entries(settings: Settings, store: DirStore) -> list[dict]:
-    """The catalogue entries of the imported registers (what ``dataset list`` shows of them)."""
-    from lab.ingest.importer import negative_list
-    from lab.policy import NegativeList
-    from lab.registry.datasets import imported_policies
-    from lab.registry.listing import catalogue
-
-    return catalogue(imported_policies(store, negative_list(settings) or NegativeList()), store)
-
 
 pytestmark = pytest.mark.unit
 

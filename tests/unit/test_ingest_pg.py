@@ -13,18 +13,7 @@ from lab.errors import ConfigError, NotFound
 from lab.ingest import DirStore, accept, import_source, manifests
 from lab.ingest import postgres as ingest_pg
 from lab.settings import Settings
-from tests.unit.ingest_support import settings_fixture, store_fixture  # noqa: F401  (fixtures)
-
-
-def entries(settings: Settings, store: DirStore) -> list[dict]:
-    """The catalogue entries of the imported registers (what ``dataset list`` shows of them)."""
-    from lab.ingest.importer import negative_list
-    from lab.policy import NegativeList
-    from lab.registry.datasets import imported_policies
-    from lab.registry.listing import catalogue
-
-    return catalogue(imported_policies(store, negative_list(settings) or NegativeList()), store)
-
+from tests.unit.ingest_support import entries, settings_fixture, store_fixture  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.unit, pytest.mark.postgres]
 
