@@ -63,6 +63,11 @@ class Settings:
     # A budget reservation still outstanding after this long belongs to a query whose
     # gateway died: the gateway's sweeper settles it (charged, recorded as abandoned).
     reservation_timeout_s: float = 600.0
+    # The PostgreSQL servers the operator console may import from (host names, addresses or
+    # unix socket directories): the gateway connects only where the bureau said it may.
+    import_pg_hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost", "/run/postgresql")
+    # The largest file the operator console accepts as an upload (bytes).
+    import_max_bytes: int = 4 << 30
 
     # Derived locations -------------------------------------------------------
     @property
@@ -192,7 +197,27 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_url=env.get("DATALAB_DB_URL") or None,
         policies_dir=policies,
         reservation_timeout_s=_seconds(env, "DATALAB_RESERVATION_TIMEOUT_S", 600.0),
+        import_pg_hosts=_hosts(env),
+        import_max_bytes=_megabytes(env, "DATALAB_IMPORT_MAX_MB", 4096) << 20,
     )
+
+
+def _hosts(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("DATALAB_IMPORT_PG_HOSTS")
+    if raw is None or not raw.strip():
+        return Settings.import_pg_hosts
+    return tuple(h.strip() for h in raw.split(",") if h.strip())
+
+
+def _megabytes(env: Mapping[str, str], var: str, default: int) -> int:
+    raw = env.get(var)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 10**7:
+        raise ConfigError(
+            f"{var}={raw[:40]!r} must be a whole number of megabytes > 0 (e.g. 4096) / 须为正整数（MB）."
+        )
+    return int(raw)
 
 
 def _seconds(env: Mapping[str, str], var: str, default: float) -> float:

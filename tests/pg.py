@@ -4,8 +4,9 @@ Fixtures:
 
 - ``postgres_server`` (session): runs ``initdb`` and ``postgres`` from Debian's packages
   (``/usr/lib/postgresql/15/bin``, or ``$DATALAB_PG_BINDIR``) in a fresh temporary
-  directory, listening only on a unix socket in that directory (no TCP at all), and
-  stops it and removes the directory at the end. PostgreSQL refuses to run as root, so
+  directory, listening on a unix socket in that directory (trusted) and on a free port of
+  127.0.0.1 (a password is required there: ``scram-sha-256``, for roles a test creates with
+  one), and stops it and removes the directory at the end. PostgreSQL refuses to run as root, so
   under root the server runs as ``nobody`` through ``setpriv``.
 - ``postgres_url`` (function): a new, empty database on that server for one test, as an
   SQLAlchemy URL (``postgresql+psycopg://…``); dropped after the test.
@@ -26,6 +27,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -39,7 +41,6 @@ import pytest
 __all__ = ["postgres_server", "postgres_url", "pytest_configure", "PostgresServer"]
 
 DEFAULT_BINDIR = "/usr/lib/postgresql/15/bin"
-PORT = 5432  # only names the socket file: TCP is switched off
 START_TIMEOUT_S = 60.0
 _counter = itertools.count(1)
 
@@ -59,17 +60,18 @@ class PostgresServer:
     socket_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    port: int  # of 127.0.0.1, and the name of the socket file
 
     def url(self, dbname: str) -> str:
         """SQLAlchemy URL of one database on this server."""
-        return f"postgresql+psycopg://postgres@/{dbname}?host={self.socket_dir}&port={PORT}"
+        return f"postgresql+psycopg://postgres@/{dbname}?host={self.socket_dir}&port={self.port}"
 
     def admin(self) -> Any:
         """An autocommit psycopg connection to the ``postgres`` database."""
         import psycopg
 
         return psycopg.connect(
-            host=str(self.socket_dir), port=PORT, user="postgres", dbname="postgres", autocommit=True
+            host=str(self.socket_dir), port=self.port, user="postgres", dbname="postgres", autocommit=True
         )
 
     def log_tail(self, chars: int = 3000) -> str:
@@ -142,18 +144,25 @@ def _run(cmd: list[str], what: str) -> None:
         )
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _start(bindir: Path, root: Path) -> PostgresServer:
     data, socket_dir, log_path = root / "data", root / "sock", root / "server.log"
     _run(
-        _unprivileged([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-                       "-E", "UTF8", "--no-locale", "--no-sync"]),
+        _unprivileged([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
+                       "--auth-host=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync"]),
         "initdb",
     )  # fmt: skip
     _run(_unprivileged(["mkdir", "-m", "0755", str(socket_dir)]), "creating the socket directory")
+    port = _free_port()
     settings = {
-        "listen_addresses": "",
+        "listen_addresses": "127.0.0.1",
         "unix_socket_directories": str(socket_dir),
-        "port": str(PORT),
+        "port": str(port),
         "max_connections": "200",
         "fsync": "off",  # a throwaway cluster: durability is not what we test here
         "synchronous_commit": "off",
@@ -164,7 +173,7 @@ def _start(bindir: Path, root: Path) -> PostgresServer:
         args += ["-c", f"{key}={value}"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(_unprivileged(args), stdout=log, stderr=subprocess.STDOUT)
-    server = PostgresServer(root=root, socket_dir=socket_dir, process=process, log_path=log_path)
+    server = PostgresServer(root=root, socket_dir=socket_dir, process=process, log_path=log_path, port=port)
     _wait_ready(server)
     return server
 

@@ -41,8 +41,10 @@ KINDS = sorted(
     | {"expire", "export-review", "export-revoke", "export-download", "audit-seal", "anchor-reset"}
     | {"budget-limits", "budget-agreement"}
     | {"org-add", "org-suspend", "org-remove", "org-member-add"}
+    | {"dataset-import", "dataset-accept"}
 )
 FLASH_COOKIE = "datalab_flash"
+FLASH_CHARS = 400
 _TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
     autoescape=select_autoescape(["html"]),
@@ -114,7 +116,7 @@ class Console:
             org=caller.org if caller else None,
             roles=caller.roles if caller else frozenset(),
             csrf=session.csrf if session else "",
-            message=t("done") if flash.get("ok") else None,
+            message=(flash.get("said") or t("done")) if flash.get("ok") else None,
             error=flash.get("error"),
             **values,
         )
@@ -132,13 +134,32 @@ class Console:
             )
         return {k: (v if k == "modes" else v[0]) for k, v in fields.items() if k != "csrf"}
 
-    async def act(self, page: str, action: Callable[[], Any]) -> RedirectResponse:
-        """Run a console action; back to ``page``, with a signed one-shot cookie saying how it went."""
+    async def act(
+        self, page: str, action: Callable[[], Any], *, said: Callable[[Any], str] | None = None
+    ) -> RedirectResponse:
+        """Run a console action; back to ``page``, with a signed one-shot cookie saying how it went.
+
+        ``said`` turns the action's result into the message shown (default: "done").
+        """
         try:
-            await run_in_threadpool(action)
+            result = await run_in_threadpool(action)
             flash: dict[str, Any] = {"ok": True}
+            if said is not None:
+                flash["said"] = said(result)
         except LabError as exc:
             flash = {"error": exc.message}
+        return self._back(page, flash)
+
+    def flash(self, page: str, *, error: str) -> RedirectResponse:
+        """Back to ``page`` showing ``error`` (a refusal found before any action ran)."""
+        return self._back(page, {"error": error})
+
+    def _back(self, page: str, flash: dict[str, Any]) -> RedirectResponse:
+        # a cookie holds ~4 KB: a long message is shortened (the page it came from shows the rest)
+        flash = {
+            k: v[:FLASH_CHARS] + "…" if isinstance(v, str) and len(v) > FLASH_CHARS else v
+            for k, v in flash.items()
+        }
         response = RedirectResponse(f"{self.base}/{page}", status_code=303)
         response.set_cookie(
             FLASH_COOKIE,

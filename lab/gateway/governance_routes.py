@@ -21,15 +21,17 @@ from fastapi import APIRouter, FastAPI
 
 from lab import access, auditpkg
 from lab.gateway import console as console_pages
-from lab.gateway import console_orgs, governance_api
+from lab.gateway import console_import, console_orgs, governance_api
 from lab.gateway.guard import RoleGuard
 from lab.gateway.minio_audit import AuditSink
 from lab.gateway.origins import OriginGuard
 from lab.gateway.sessions import Sessions
 from lab.ledger import Grant, Kind
 from lab.ledger.sweep import ReservationSweeper
+from lab.registry.datasets import LivePolicies, raw_store
 from lab.registry.organisations import Registry
 from lab.services.governance import Governance
+from lab.services.imports import Imports
 from lab.services.onboarding import Onboarding
 
 PREFIX = "/services/gateway"
@@ -102,4 +104,12 @@ def routes(app: FastAPI) -> APIRouter:
     router.include_router(console_pages.router(console))
     onboarding = Onboarding(settings, Registry(ledger), app.state.verifier.directory)
     router.include_router(console_orgs.router(console, onboarding))
+    imports = Imports(
+        settings,
+        app.state.verifier.directory,
+        lambda: raw_store(settings),
+        ledger.append,
+        published=policies.refresh if isinstance(policies, LivePolicies) else lambda: None,
+    )
+    router.include_router(console_import.router(console, imports))
     return router

@@ -179,6 +179,39 @@ TEXT: dict[str, tuple[str, str]] = {
     "enterprise": ("企业", "enterprise"),
     "research": ("科研机构", "research"),
     "government": ("政府部门", "government"),
+    # imports (lab.gateway.console_import)
+    "imports": ("导入数据", "Import registers"),
+    "import_hint": (
+        "导入的登记库先写入受限区域的新版本，不会发布；审阅扫描器生成的策略草案（分类分级、个人信息、"
+        "标识符、脱敏规则）并修改后采纳，数据集才列入数据目录。导入与采纳均记入审计日志。",
+        "An import writes a new version in the restricted zone and publishes nothing; review the scanner's "
+        "draft policy (grading, personal information, identifiers, masking rules), edit it, and accept it "
+        "to list the dataset in the catalogue. Imports and acceptances are recorded in the audit log.",
+    ),
+    "import_file": ("从文件导入（CSV、Parquet、Excel）", "Import a file (CSV, Parquet, Excel)"),
+    "import_pg": ("从 PostgreSQL 数据表导入", "Import a PostgreSQL table"),
+    "dataset_name": ("数据集名称", "Dataset name"),
+    "encoding": ("编码", "Encoding"),
+    "detect": ("自动识别", "detect"),
+    "new_version": ("作为已有数据集的新版本", "as a new version of an existing dataset"),
+    "policy_optional": (
+        "策略（可选；留空则由扫描器生成草案）",
+        "Policy (optional; left empty, the scanner writes a draft)",
+    ),
+    "policy_placeholder": ("dataset: 名称 …（YAML）", "dataset: name … (YAML)"),
+    "source_file": ("文件", "File"),
+    "import": ("导入", "Import"),
+    "max_upload": ("上传上限", "Upload limit"),
+    "pg_password": ("密码（不保存、不记录）", "Password (never stored or recorded)"),
+    "pg_hosts": ("允许的数据库服务器", "Servers the lab may import from"),
+    "pending_imports": ("待采纳的版本", "Versions awaiting acceptance"),
+    "no_pending_imports": ("没有待采纳的版本。", "No version awaits acceptance."),
+    "source": ("来源", "Source"),
+    "imported_by": ("导入人", "Imported by"),
+    "draft_problems": ("采纳前需修改：", "To fix before accepting:"),
+    "draft_ready": ("策略校验通过，可以采纳。", "The policy validates; it can be accepted."),
+    "draft_policy": ("策略（可编辑）", "Policy (editable)"),
+    "accept_publish": ("采纳并发布", "Accept and publish"),
     "suspend_hint": (
         "暂停将撤销该机构的全部授权，60 秒内终止其全部凭证；记录全部保留。",
         "Suspending revokes every grant of the organisation and ends every credential within 60 s; "

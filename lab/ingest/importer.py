@@ -86,8 +86,9 @@ def manifests(store: RawStore, dataset: str) -> list[dict[str, Any]]:
     return sorted(found, key=lambda m: int(m["version"]))
 
 
-def _drafts_dir(settings: Settings, dataset: str) -> Path:
-    return settings.home / "imports" / dataset
+def draft_path(settings: Settings, dataset: str, version: int) -> Path:
+    """Where the import leaves a version's draft policy for the operator to review and edit."""
+    return settings.home / "imports" / dataset / f"v{version}.draft.yaml"
 
 
 @contextlib.contextmanager
@@ -185,14 +186,18 @@ def import_source(
     encoding: str | None = None,
     audit: Audit | None = None,
     cap: int = DEFAULT_CAP,
+    password: str | None = None,
 ) -> Imported:
-    """Import ``spec`` (a file or a PostgreSQL URL) as a new version of dataset ``name``."""
+    """Import ``spec`` (a file or a PostgreSQL URL) as a new version of dataset ``name``.
+
+    ``password``: a PostgreSQL password given apart from the URL (the console's form).
+    """
     dataset = valid_name(name, "--name")
     actor = username(actor, "--as")
     policy_path = Path(policy) if policy is not None else None
     if policy_path is not None and not policy_path.is_file():
         raise NotFound(f"{policy_path}: no such policy file (策略文件不存在)", reason="not-found")
-    source = open_source(spec, encoding)
+    source = open_source(spec, encoding, password)
     _check_name(store, dataset, new_version)
 
     def first(columns: list[str]) -> None:  # before the first row is written
@@ -237,7 +242,7 @@ def import_source(
     if policy_path is not None:
         accept(settings, store, dataset, actor=actor, version=version, policy=policy_path, audit=audit)
         return Imported(dataset, version, written.rows, written.sha256, schema, True, None)
-    draft = _drafts_dir(settings, dataset) / f"v{version}.draft.yaml"
+    draft = draft_path(settings, dataset, version)
     draft.parent.mkdir(parents=True, exist_ok=True)
     draft.write_text(policy_text, encoding="utf-8")
     try:
@@ -302,9 +307,7 @@ def accept(
             raise ConfigError(
                 f"version {number} of {dataset!r} is already accepted (此版本已被采纳)", reason="exists"
             )
-        path = (
-            Path(policy) if policy is not None else _drafts_dir(settings, dataset) / f"v{number}.draft.yaml"
-        )
+        path = Path(policy) if policy is not None else draft_path(settings, dataset, number)
         if not path.is_file():
             stored = store.get_bytes(version_key(dataset, number, str(manifest["policy"])))
             if policy is not None or stored is None:

@@ -79,14 +79,25 @@ def reject_password(url: str) -> None:
             )
 
 
-def open_table(url: str) -> Source:
+def open_table(url: str, password: str | None = None) -> Source:
+    """The table named by ``url``; ``password`` given apart from it (the console's form field)."""
     from lab.ingest.sources import Source
 
     reject_password(url)
     conninfo, table, display = _parts(url)
     split = urlsplit(conninfo)
-    secrets = tuple(s for s in (split.password, split.username) if s)
-    return Source(display, "postgresql", None, False, lambda: _read(conninfo, table, display, secrets))
+    secrets = tuple(s for s in (password, split.username) if s)
+    return Source(
+        display, "postgresql", None, False, lambda: _read(conninfo, table, display, secrets, password)
+    )
+
+
+def host(url: str) -> str:
+    """The server a PostgreSQL URL names: a host name or address, or a unix socket directory."""
+    reject_password(url)
+    conninfo, _, _ = _parts(url)
+    split = urlsplit(conninfo)
+    return split.hostname or dict(parse_qsl(split.query)).get("host", "localhost")
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
@@ -97,14 +108,19 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     return first
 
 
-def _read(conninfo: str, table: str, display: str, secret: tuple[str, ...]) -> Iterator[pl.DataFrame]:
+def _read(
+    conninfo: str, table: str, display: str, secret: tuple[str, ...], password: str | None = None
+) -> Iterator[pl.DataFrame]:
     import psycopg
     from psycopg import sql
+    from psycopg.conninfo import make_conninfo
 
     from lab.ingest.sources import check_columns
 
     name = sql.Identifier(*table.split("."))
     try:
+        if password:  # merged here, never in a URL that a message could quote
+            conninfo = make_conninfo(conninfo, password=password)
         conn = psycopg.connect(conninfo, connect_timeout=10)
     except psycopg.Error as exc:
         raise ConfigError(

@@ -70,14 +70,17 @@ class Source:
             )
 
 
-def open_source(spec: str, encoding: str | None = None) -> Source:
-    """The source named by ``spec``: a file path or a ``postgresql://…?table=…`` URL."""
+def open_source(spec: str, encoding: str | None = None, password: str | None = None) -> Source:
+    """The source named by ``spec``: a file path or a ``postgresql://…?table=…`` URL.
+
+    ``password`` is a PostgreSQL password given apart from the URL (never in it).
+    """
     if spec.startswith(POSTGRES_SCHEMES):
         from lab.ingest.postgres import open_table
 
         if encoding:
             raise ConfigError("--encoding applies to CSV files only (仅适用于 CSV 文件)", reason="encoding")
-        return open_table(spec)
+        return open_table(spec, password)
     path = Path(spec)
     identity = _identity(_regular(path))
     try:

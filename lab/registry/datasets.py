@@ -10,9 +10,10 @@ A register is known when it has a policy. Two places keep them:
 
 ``policies`` reads both. ``LivePolicies`` is the long-running services' view of them: it reads
 again every ``REFRESH_SECONDS`` and when asked for a name it does not know (at most every
-``MISS_SECONDS``), so a register accepted while the gateway runs can be applied for, granted
-and queried without a restart. A policy that no longer validates is left out and logged by
-dataset name (never its content); the others stay.
+``MISS_SECONDS``); a listing shown to a person (``current``) is at most ``MISS_SECONDS`` old.
+So a register accepted while the gateway runs can be listed, applied for, granted and queried
+without a restart. A policy that no longer validates is left out and logged by dataset name
+(never its content); the others stay.
 """
 
 from __future__ import annotations
@@ -126,6 +127,10 @@ class LivePolicies(Mapping[str, Policy]):
             except Exception as exc:  # keep serving the last good set
                 log.warning("registers not re-read (%s); keeping the last good set", type(exc).__name__)
 
+    def refresh(self, within: float = 0.0) -> None:
+        """Re-read unless the set is younger than ``within`` seconds (0: now, after an acceptance)."""
+        self._reload(within)
+
     def __getitem__(self, name: str) -> Policy:
         self._reload(self._refresh)
         try:
@@ -140,3 +145,11 @@ class LivePolicies(Mapping[str, Policy]):
 
     def __len__(self) -> int:
         return len(self._current)
+
+
+def current(policies: Mapping[str, Policy]) -> Mapping[str, Policy]:
+    """``policies`` as a listing shown to a person should be: at most ``MISS_SECONDS`` old, so a
+    register accepted elsewhere (the CLI, another replica) is in the catalogue on the next view."""
+    if isinstance(policies, LivePolicies):
+        policies.refresh(MISS_SECONDS)
+    return policies

@@ -34,7 +34,7 @@ from lab.ledger import Grant, Ledger
 from lab.ledger.applications import check_reason
 from lab.policy import Policy
 from lab.registry import listing, organisations
-from lab.registry.datasets import raw_store
+from lab.registry.datasets import current, raw_store
 from lab.settings import Settings
 
 Build = Callable[[Grant, str], None]
@@ -265,7 +265,7 @@ class Governance:
         search = _search(search)
         store = raw_store(self.settings)
         held = listing.holders(self.ledger.list_grants(active=True))
-        entries = listing.search(listing.catalogue(self.policies, store, held), search)
+        entries = listing.search(listing.catalogue(current(self.policies), store, held), search)
         return [listing.view(e, roles=caller.roles, org=caller.org) for e in entries]
 
     @staticmethod

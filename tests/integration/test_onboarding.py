@@ -32,6 +32,7 @@ import pytest
 from playwright.sync_api import Browser
 
 from lab import storage
+from lab.extracts import ledger as open_ledger
 from lab.settings import Settings
 from tests.integration import keycloak_test_client as kct
 from tests.integration.browser import browser  # noqa: F401  (the Chromium fixture)
@@ -291,3 +292,121 @@ def test_in_the_consoles_the_operator_finds_the_register_and_the_analyst_applies
     finally:
         operator_context.close()
         analyst_context.close()
+
+
+def _published_in_gateway(settings: Settings, user: str, name: str) -> dict[str, Any]:
+    """The gateway's catalogue entry for ``name`` as ``user`` sees it (waits for the re-read)."""
+    headers = bearer(kct.access_token(settings, user))
+    deadline = time.monotonic() + 45
+    while True:
+        response = httpx.get(f"{api(settings)}/catalogue/{name}", headers=headers)
+        if response.status_code == 200 or time.monotonic() > deadline:
+            assert response.status_code == 200, response.text
+            return dict(response.json())
+        time.sleep(3)
+
+
+def test_the_operator_imports_a_csv_and_a_postgresql_table_in_the_console(
+    lab_stack: Settings,
+    onboarded: dict[str, str],
+    registers: dict[str, Any],
+    postgres_server: Any,
+    browser: Browser,  # noqa: F811
+) -> None:
+    """Upload a CSV (the scanner's draft, edited in the page, then accepted) and import a table
+    of a password-protected PostgreSQL role on 127.0.0.1 with its policy (published at once);
+    the new analyst is granted the uploaded one and queries it. The password is in no record."""
+    tag, folder = onboarded["tag"], registers["dir"]
+    upload_name, table_name = f"allowance-up-{tag}", f"allowance-tab-{tag}"
+    source = folder / "津贴名册.csv"
+    with source.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["person_id", "district", "sex", "age", "allowance"])
+        writer.writerows(_rows(1500, seed=3))
+    password, database, role = secrets.token_urlsafe(12), f"registers_{tag}", f"importer_{tag}"
+    with postgres_server.admin() as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+        admin.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
+    owner = postgres_server.url(database).replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE allowance (person_id text, district text, sex text, age integer, allowance numeric)"
+        )
+        conn.execute(f'GRANT SELECT ON allowance TO "{role}"')
+        with conn.cursor().copy("COPY allowance FROM STDIN") as copy:
+            for row in _rows(1200, seed=4):
+                copy.write_row(row)
+    with open_ledger(lab_stack) as book:
+        before = book.records(limit=1, newest_first=True)[0].seq
+
+    base = f"{lab_stack.hub_url}/services/gateway/console"
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        console_login(page, lab_stack, OPERATOR, "operator")
+        page.click("#nav-imports")
+        page.wait_for_selector("#import-file")
+        page.fill("#import-file input[name=name]", upload_name)
+        page.set_input_files("#import-file input[name=source]", str(source))
+        page.click("#import-file button[type=submit]")
+        page.wait_for_selector("#flash")
+        assert "1,500 行" in page.locator("#flash").inner_text()  # imported, not published
+        pending = page.locator(f"#import-{upload_name}-1")
+        assert "person_id" in pending.locator("textarea").input_value()  # the scanner's draft
+        assert "1,500" in pending.locator("td.rows").inner_text()
+        pending.locator("textarea").fill(POLICY.format(name=upload_name, tag=tag))
+        pending.locator("button[type=submit]").click()
+        page.wait_for_selector("#flash")
+        assert "已发布" in page.locator("#flash").inner_text(), page.locator("#flash").inner_text()
+        assert page.locator(f"#import-{upload_name}-1").count() == 0
+
+        # A server the bureau did not list is refused before any connection is tried.
+        page.fill("#import-pg input[name=name]", table_name)
+        page.fill("#import-pg input[name=url]", "postgresql://reader@db.internal.example/x?table=t")
+        page.click("#import-pg button[type=submit]")
+        page.wait_for_selector("#flash-error")
+        assert "DATALAB_IMPORT_PG_HOSTS" in page.locator("#flash-error").inner_text()
+
+        url = f"postgresql://{role}@127.0.0.1:{postgres_server.port}/{database}?table=public.allowance"
+        page.fill("#import-pg input[name=name]", table_name)
+        page.fill("#import-pg input[name=url]", url)
+        page.fill("#import-pg input[name=password]", password)
+        page.fill("#import-pg textarea[name=policy]", POLICY.format(name=table_name, tag=tag))
+        page.click("#import-pg button[type=submit]")
+        page.wait_for_selector("#flash")
+        assert "已导入并发布" in page.locator("#flash").inner_text(), page.locator("#flash").inner_text()
+
+        page.goto(f"{base}/operator?q={upload_name}#catalogue")
+        assert page.locator(f"#dataset-{upload_name}").count() == 1
+    finally:
+        context.close()
+
+    for name, rows in ((upload_name, 1500), (table_name, 1200)):
+        entry = _entry(name)
+        assert entry["source"] == "import" and entry["rows"] == rows
+    with open_ledger(lab_stack) as book:
+        ours = book.records(after_seq=before)
+    kinds = {(r.kind, r.dataset, r.actor) for r in ours}
+    assert {("dataset-import", upload_name, OPERATOR), ("dataset-accept", upload_name, OPERATOR)} <= kinds
+    assert ("dataset-import", table_name, OPERATOR) in kinds
+    recorded = json.dumps([r.details for r in ours], ensure_ascii=False)
+    gateway_log = (lab_stack.logs_dir / "gateway.log").read_text(errors="replace")
+    assert password not in recorded and password not in gateway_log
+
+    entry = _published_in_gateway(lab_stack, onboarded["user"], upload_name)
+    assert entry["held"] is False
+    headers = bearer(kct.access_token(lab_stack, onboarded["user"]))
+    applied = httpx.post(
+        f"{api(lab_stack)}/applications",
+        headers=headers,
+        json={"dataset": upload_name, "purpose": "console import check", "modes": ["dp"],
+              "epsilon": 0.5, "delta": 1e-6, "term_days": 30},
+    )  # fmt: skip
+    assert applied.status_code == 200, applied.text
+    approved = datalab("application", "approve", str(applied.json()["id"]), "--as", OPERATOR)
+    assert approved.returncode == 0, approved.stderr
+    query = {"dataset": upload_name, "aggregate": {"kind": "count"}, "epsilon": 0.1,
+             "group_by": {"columns": ["district"]}}  # fmt: skip
+    released = httpx.post(f"{api(lab_stack)}/queries", headers=headers, json=query)
+    assert released.status_code == 200, released.text
+    assert {r["district"] for r in released.json()["rows"]} == set(DISTRICTS)

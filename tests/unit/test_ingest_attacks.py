@@ -88,7 +88,8 @@ def test_driver_errors_do_not_name_the_user(
 ) -> None:
     """The server's own message names the role; the import's error does not."""
     monkeypatch.setenv("PGPASSWORD", SECRET)  # where the password belongs: not in any message
-    url = f"postgresql://{USER}@/postgres?host={postgres_server.socket_dir}&port=5432&table=people"
+    socket = f"host={postgres_server.socket_dir}&port={postgres_server.port}"
+    url = f"postgresql://{USER}@/postgres?{socket}&table=people"
     with pytest.raises(ConfigError) as error:
         import_source(settings, store, url, name="people", actor="op.wang")
     text = f"{error.value.message} {error.value.detail}"
