@@ -34,6 +34,7 @@ import polars as pl
 
 from lab import dp as _dp
 from lab.errors import AccessDenied, BudgetExhausted, ConfigError, LabError, NotAuthenticated, NotFound
+from lab.settings import GATEWAY_PREFIX
 from lab.store import layout
 
 __all__ = [
@@ -315,7 +316,7 @@ def connect(url: str | None = None, token: str | Callable[[], str] | None = None
     """Set (and return) the connection the module-level functions use."""
     global _default
     _default = Connection(
-        url or os.environ.get("DATALAB_GATEWAY_URL", "http://127.0.0.1:8000/services/gateway"),
+        url or os.environ.get("DATALAB_GATEWAY_URL", f"http://127.0.0.1:8000{GATEWAY_PREFIX}"),
         token or _token_from_env(),
     )
     return _default

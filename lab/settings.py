@@ -23,6 +23,9 @@ from pathlib import Path
 
 from lab.errors import ConfigError
 
+# Where the hub's proxy serves the gateway (its API, consoles and MinIO audit hook), written once.
+GATEWAY_PREFIX = "/services/gateway"
+
 REPO = Path(__file__).resolve().parent.parent
 DOMAIN = "localhost"  # browsers resolve localhost and every *.localhost to loopback (RFC 6761)
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -141,12 +144,12 @@ class Settings:
     @property
     def gateway_public_url(self) -> str:
         """The gateway through the proxy, on the hub's origin."""
-        return f"{self.public_url}/services/gateway"
+        return f"{self.public_url}{GATEWAY_PREFIX}"
 
     @property
     def gateway_url(self) -> str:
         """The gateway's own listener (the proxy's target and the notebooks' relay target)."""
-        return self.url("gateway", "/services/gateway")
+        return self.url("gateway", GATEWAY_PREFIX)
 
     @property
     def console_url(self) -> str:

@@ -32,9 +32,9 @@ from lab.gateway.revocation import Sweeper
 from lab.ledger import Kind
 from lab.registry.datasets import LivePolicies
 from lab.services.queries import Gateway
-from lab.settings import Settings, load_settings
+from lab.settings import GATEWAY_PREFIX, Settings, load_settings
 
-PREFIX = "/services/gateway"
+PREFIX = GATEWAY_PREFIX
 STATUS: list[tuple[type[LabError], int]] = [
     (NotAuthenticated, 401),
     (BudgetExhausted, 403),

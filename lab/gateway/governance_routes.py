@@ -33,8 +33,9 @@ from lab.registry.organisations import Registry
 from lab.services.governance import Governance
 from lab.services.imports import Imports
 from lab.services.onboarding import Onboarding
+from lab.settings import GATEWAY_PREFIX
 
-PREFIX = "/services/gateway"
+PREFIX = GATEWAY_PREFIX
 log = logging.getLogger(__name__)
 
 

@@ -21,8 +21,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lab.errors import NotAuthenticated
 from lab.gateway.auth import ASK_FOR_TOKEN, TokenVerifier, bearer_token
 from lab.gateway.sessions import SESSION_COOKIE
+from lab.settings import GATEWAY_PREFIX
 
-PREFIX = "/services/gateway"
+PREFIX = GATEWAY_PREFIX
 RULES = (
     (f"{PREFIX}/api/operator/", "operator"),
     (f"{PREFIX}/api/auditor/", "auditor"),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lab import vault
 from lab.iam import KEYCLOAK_ADMIN_USER, MINIO_CLIENT_ID
-from lab.settings import Settings
+from lab.settings import GATEWAY_PREFIX, Settings
 from lab.storage import MINIO_ROOT_USER, STS_DURATION
 
 
@@ -57,7 +57,7 @@ KEYCLOAK = Component(
     "keycloak", "Keycloak", ("keycloak", "keycloak_management"), "/health/ready", "keycloak_management", 240.0
 )
 MINIO = Component("minio", "MinIO", ("minio",), "/minio/health/live", "minio", 90.0)
-GATEWAY = Component("gateway", "Gateway", ("gateway",), "/services/gateway/health", "gateway", 60.0)
+GATEWAY = Component("gateway", "Gateway", ("gateway",), f"{GATEWAY_PREFIX}/health", "gateway", 60.0)
 HUB = Component("hub", "JupyterHub + proxy", ("hub", "hub_api", "proxy_api"), "/hub/health", "hub", 90.0)
 
 COMPONENTS = (KEYCLOAK, MINIO, GATEWAY, HUB)
@@ -111,7 +111,7 @@ def launch(component: Component, settings: Settings, installed: Installed) -> La
                 # Every S3 request is reported to the gateway, which records extract downloads.
                 "MINIO_AUDIT_WEBHOOK_ENABLE_DATALAB": "on",
                 "MINIO_AUDIT_WEBHOOK_ENDPOINT_DATALAB": settings.url(
-                    "gateway", "/services/gateway/minio/audit"
+                    "gateway", f"{GATEWAY_PREFIX}/minio/audit"
                 ),
                 "MINIO_AUDIT_WEBHOOK_AUTH_TOKEN_DATALAB": "Bearer " + audit_token,
             }

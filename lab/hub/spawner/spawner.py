@@ -43,7 +43,7 @@ from traitlets import Float, Integer, List, Unicode, default, validate
 from lab.hub.spawner import cgroups, rootfs
 from lab.hub.spawner.cgroups import Cgroup
 from lab.hub.spawner.sandbox import RUN_DIR, SERVER_DIR, SandboxPaths, args_blob, bwrap_argv
-from lab.settings import load_settings
+from lab.settings import GATEWAY_PREFIX, load_settings
 
 OOM_STATUS = 137
 SERVER_SOCKET = "jupyter.sock"
@@ -244,7 +244,7 @@ class SandboxSpawner(Spawner):
                 "LANG": "C.UTF-8",
                 "PYTHONPATH": "/opt/datalab/lab/hub/spawner/stubs:/opt/datalab",
                 "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub_port}/hub/api",
-                "DATALAB_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}/services/gateway",
+                "DATALAB_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}{GATEWAY_PREFIX}",
                 "DATALAB_S3_ENDPOINT": f"127.0.0.1:{s3_port}",
                 "DATALAB_TOKEN_FILE": f"{RUN_DIR}/token",
                 "MPLCONFIGDIR": "/tmp/matplotlib",
