@@ -11,7 +11,11 @@ The ledger is the one source of truth. Each place that enforces access follows i
   current content on each request, so STS credentials already issued to a running
   notebook lose access with the rewrite (checked by the integration tests);
 - a **masked extract** is built for the organisation when a grant with the ``masked``
-  mode is approved and none exists yet.
+  mode is approved and none exists yet. When a register gets a new published version, the
+  extracts built from earlier versions stay readable; :func:`outdated_extracts` names them
+  and :func:`rebuild_extracts` builds them again from the published version, when the
+  operator chooses (``datalab extract rebuild``, ``dataset accept --rebuild-extracts``, the
+  console's import page).
 
 :class:`Sweeper` runs :meth:`Provisioner.sweep` in the gateway process every
 ``interval`` seconds (≤ 30): it writes an ``expire`` audit record for each grant that
@@ -29,8 +33,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lab import extracts, storage
-from lab.ledger import Grant, Ledger
+from lab import extracts, registers, storage
+from lab.errors import LabError
+from lab.ledger import Grant, Kind, Ledger
 from lab.periodic import Periodic
 from lab.registry.organisations import ACTIVE, Registry
 from lab.settings import Settings
@@ -99,6 +104,72 @@ def ensure_extract(settings: Settings, grant: Grant, *, actor: str) -> str | Non
     if any(m.get("kind", "masked") == "masked" for m in built):
         return None
     return extracts.build(settings, grant.dataset, grant.organisation, actor=actor, grant=grant).prefix
+
+
+def record_failed_build(ledger: Ledger, grant: Grant, actor: str, exc: Exception) -> None:
+    """The audit record of an extract build that failed (the reason, never data)."""
+    ledger.append(
+        Kind.EXTRACT_BUILD,
+        actor=actor,
+        organisation=grant.organisation,
+        dataset=grant.dataset,
+        details={
+            "grant": grant.id,
+            "outcome": "failed",
+            "reason": getattr(exc, "reason", type(exc).__name__),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Outdated:
+    """An organisation's newest masked extract, built from other data than the published version."""
+
+    grant: Grant  # the organisation's newest active masked grant on the dataset
+    extract: str  # the extract's version
+    source_sha256: str  # the register data it was built from
+
+
+def outdated_extracts(settings: Settings, ledger: Ledger, dataset: str) -> list[Outdated]:
+    """Organisations holding an active masked grant whose latest masked extract of ``dataset`` was
+    built from an earlier register version (another SHA-256 than the published data's)."""
+    published = registers.require_raw(storage.root_client(settings), dataset)["sha256"]
+    newest: dict[str, Grant] = {}
+    for grant in ledger.list_grants(dataset=dataset, active=True):
+        if "masked" in grant.modes and grant.id > getattr(newest.get(grant.organisation), "id", -1):
+            newest[grant.organisation] = grant
+    found = []
+    for org, grant in sorted(newest.items()):
+        built = [m for m in extracts.versions(settings, org, dataset) if m.get("kind", "masked") == "masked"]
+        if built and built[-1].get("source_sha256") != published:
+            found.append(Outdated(grant, str(built[-1]["version"]), str(built[-1].get("source_sha256"))))
+    return found
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    organisation: str
+    prefix: str | None  # the new extract, or None when the build was refused
+    error: str | None = None  # why (the build's own message: e.g. the risk threshold)
+
+
+def rebuild_extracts(settings: Settings, ledger: Ledger, dataset: str, *, actor: str) -> list[Rebuilt]:
+    """Build every outdated extract of ``dataset`` again from the published version.
+
+    Each build is recorded (``extract-build``); one refused (the new data above the policy's
+    risk threshold) is recorded as failed, leaves that organisation's earlier extract readable,
+    and does not stop the others."""
+    done = []
+    for stale in outdated_extracts(settings, ledger, dataset):
+        org = stale.grant.organisation
+        try:
+            built = extracts.build(settings, dataset, org, actor=actor, grant=stale.grant)
+        except LabError as exc:
+            record_failed_build(ledger, stale.grant, actor, exc)
+            done.append(Rebuilt(org, None, exc.message))
+            continue
+        done.append(Rebuilt(org, built.prefix))
+    return done
 
 
 class Sweeper(Periodic):

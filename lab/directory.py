@@ -110,7 +110,7 @@ class Directory:
             id=str(user["id"]),
             username=str(user["username"]),
             enabled=bool(user.get("enabled")),
-            orgs=frozenset(groups & self.statuses.active()),
+            orgs=self.statuses.active_among(groups),
             roles=frozenset(roles & ROLES),
         )
 

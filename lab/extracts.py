@@ -141,6 +141,7 @@ def build(settings: Settings, dataset: str, org: str, *, actor: str, grant: Gran
             "grant": None if grant is None else grant.id,
             "scope": key.scope,
             "source_sha256": meta["sha256"],
+            "source_version": meta.get("version"),  # an imported register's version (None: generated)
             "policy_sha256": policy.digest,
             "rows_in": report.rows_in,
             "rows_out": report.rows_out,

@@ -256,6 +256,42 @@ def cmd_extract_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def rebuild_outdated(settings: Settings, dataset: str, actor: str, *, dry_run: bool = False) -> int:
+    """Print (and unless ``dry_run`` rebuild) the extracts of ``dataset`` built from an earlier
+    register version; 1 when a rebuild was refused."""
+    from lab import access, extracts
+
+    with extracts.ledger(settings) as book:
+        stale = access.outdated_extracts(settings, book, dataset)
+        if not stale:
+            print(
+                f"Every extract of {dataset} is built from its published version. / 所有提取件均为最新版本。"
+            )
+            return 0
+        for item in stale:
+            print(
+                f"{item.grant.organisation}: extract {item.extract} is from an earlier version "
+                f"(data {item.source_sha256[:12]}…) / 基于旧版本"
+            )
+        if dry_run:
+            print(f"Rebuild them: datalab extract rebuild {dataset} --as OPERATOR / 重建命令如上")
+            return 0
+        done = access.rebuild_extracts(settings, book, dataset, actor=actor)
+    for rebuilt in done:
+        if rebuilt.prefix is not None:
+            print(f"{rebuilt.organisation}: rebuilt extracts/{rebuilt.prefix}/ / 已重建")
+        else:
+            print(
+                f"{rebuilt.organisation}: not rebuilt, the earlier extract stays: {rebuilt.error}",
+                file=sys.stderr,
+            )
+    return 1 if any(r.prefix is None for r in done) else 0
+
+
+def cmd_extract_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    return rebuild_outdated(settings, args.dataset, args.actor, dry_run=args.dry_run)
+
+
 def cmd_extract_risk(args: argparse.Namespace, settings: Settings) -> int:
     from lab import extracts
 
@@ -364,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--org", required=True)
     p.set_defaults(func=cmd_extract_list)
+    p = extract.add_parser(
+        "rebuild", help="rebuild the extracts built from an earlier version of a register (recorded)"
+    )
+    p.add_argument("dataset")
+    p.add_argument("--as", dest="actor", required=True, help="the operator who rebuilds (recorded)")
+    p.add_argument("--dry-run", action="store_true", help="only list the extracts that are outdated")
+    p.set_defaults(func=cmd_extract_rebuild)
     p = extract.add_parser("risk", help="the risk report of a masked extract (re-identification measures)")
     p.add_argument("dataset")
     p.add_argument("--org", required=True)

@@ -26,7 +26,7 @@ from lab.gateway.guard import RoleGuard
 from lab.gateway.minio_audit import AuditSink
 from lab.gateway.origins import OriginGuard
 from lab.gateway.sessions import Sessions
-from lab.ledger import Grant, Kind
+from lab.ledger import Grant
 from lab.ledger.sweep import ReservationSweeper
 from lab.registry.datasets import LivePolicies, raw_store
 from lab.registry.organisations import Registry
@@ -53,17 +53,7 @@ def routes(app: FastAPI) -> APIRouter:
             access.ensure_extract(settings, grant, actor=actor)
         except Exception as exc:  # recorded; an operator can rebuild with 'datalab extract build'
             log.error("extract build for grant %s failed: %s", grant.id, type(exc).__name__)
-            ledger.append(
-                Kind.EXTRACT_BUILD,
-                actor=actor,
-                organisation=grant.organisation,
-                dataset=grant.dataset,
-                details={
-                    "grant": grant.id,
-                    "outcome": "failed",
-                    "reason": getattr(exc, "reason", type(exc).__name__),
-                },
-            )
+            access.record_failed_build(ledger, grant, actor, exc)
 
     def build(grant: Grant, actor: str) -> None:
         builds.submit(build_now, grant, actor)

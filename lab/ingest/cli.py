@@ -7,6 +7,8 @@ from typing import Any
 
 from lab.settings import Settings
 
+REBUILD_HELP = "once published, rebuild the organisations' masked extracts from this version (default: keep)"
+
 
 def _store(settings: Settings) -> Any:
     from lab.registry.datasets import raw_store
@@ -52,7 +54,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     )
     if done.published:
         print("Policy validated and accepted; the version is published. / 策略校验通过，已发布。")
-        return 0
+        return _after_publish(settings, done.dataset, done.version, args)
     if done.flagged:
         print(f"Direct identifiers found (直接标识符): {', '.join(done.flagged)}")
     print(f"Draft policy (策略草案): {done.draft}")
@@ -76,6 +78,21 @@ def cmd_accept(args: argparse.Namespace, settings: Settings) -> int:
         f"{meta['dataset']} version {meta['version']} published ({meta['rows']:,} rows), accepted by "
         f"{meta['accepted_by']} / 已发布"
     )
+    return _after_publish(settings, meta["dataset"], int(meta["version"]), args)
+
+
+def _after_publish(settings: Settings, dataset: str, version: int, args: argparse.Namespace) -> int:
+    """Rebuild the extracts of earlier versions if the operator asked; else say they stay."""
+    if args.rebuild_extracts:
+        from lab.cli.main import rebuild_outdated
+
+        return rebuild_outdated(settings, dataset, args.actor)
+    if version > 1:
+        print(
+            "Extracts built from earlier versions stay readable; to rebuild them from this one: "
+            f"datalab extract rebuild {dataset} --as OPERATOR "
+            "/ 旧版本的提取件仍可读取，如需重建请运行上述命令"
+        )
     return 0
 
 
@@ -92,10 +109,12 @@ def add_parsers(dataset: Any) -> None:
     p.add_argument("--new-version", action="store_true", help="add a version to an existing dataset")
     p.add_argument("--encoding", help="of a CSV file: utf-8 or gb18030 (default: detected)")
     p.add_argument("--as", dest="actor", required=True, help="the operator who imports (recorded)")
+    p.add_argument("--rebuild-extracts", action="store_true", help=REBUILD_HELP)
     p.set_defaults(func=cmd_import)
     p = dataset.add_parser("accept", help="publish an imported version once its policy validates; audited")
     p.add_argument("name")
     p.add_argument("--as", dest="actor", required=True, help="the operator who accepts (recorded)")
     p.add_argument("--version", type=int, help="the version (default: the latest)")
     p.add_argument("--policy", help="the reviewed policy (default: the draft the import wrote)")
+    p.add_argument("--rebuild-extracts", action="store_true", help=REBUILD_HELP)
     p.set_defaults(func=cmd_accept)

@@ -470,8 +470,12 @@ class Statuses:
     For the processes that check an organisation on every request (the gateway's
     directory, the hub's login): a suspension reaches them within ``ttl``. If the database
     cannot be read, the last answer is kept for one more ``ttl`` and then nobody is active
-    (fail closed).
+    (fail closed). A name it does not know yet (an organisation added a moment ago) makes
+    :meth:`active_among` read again, at most every ``MISS_SECONDS``: adding is seen at once,
+    and a suspension is never seen later than ``ttl``.
     """
+
+    MISS_SECONDS = 2.0
 
     def __init__(
         self, settings: Settings, *, ttl: float = 10.0, read: Callable[[], dict[str, str]] | None = None
@@ -482,12 +486,14 @@ class Statuses:
         self._at = -math.inf
         self._value: dict[str, str] = {}
 
-    def current(self) -> dict[str, str]:
+    def current(self, within: float | None = None) -> dict[str, str]:
+        """The statuses, read again if older than ``within`` (default ``ttl``) seconds."""
+        within = self.ttl if within is None else within
         now = time.monotonic()
-        if now - self._at < self.ttl:
+        if now - self._at < within:
             return self._value
         with self._lock:
-            if time.monotonic() - self._at >= self.ttl:
+            if time.monotonic() - self._at >= within:
                 try:
                     self._value = self._read()
                     self._at = time.monotonic()
@@ -502,6 +508,14 @@ class Statuses:
 
     def active(self) -> frozenset[str]:
         return frozenset(org for org, status in self.current().items() if status == ACTIVE)
+
+    def active_among(self, names: Iterable[str]) -> frozenset[str]:
+        """Which of ``names`` (a person's Keycloak groups) are active organisations."""
+        names = set(names)
+        value = self.current()
+        if names - value.keys():
+            value = self.current(within=min(self.ttl, self.MISS_SECONDS))
+        return frozenset(org for org in names if value.get(org) == ACTIVE)
 
     def known(self) -> frozenset[str]:
         return frozenset(self.current())

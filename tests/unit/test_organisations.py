@@ -197,6 +197,27 @@ def test_statuses_fail_closed_when_the_registry_cannot_be_read() -> None:
     assert statuses.active() == frozenset()
 
 
+def test_an_organisation_added_a_moment_ago_is_active_at_once_a_suspension_within_the_ttl() -> None:
+    """An analyst joined to a just-added organisation applies at once (not "only analysts of an
+    organisation") and stays bound by the ttl for suspensions."""
+    answers, reads = [{"a-org": "active"}], []
+
+    def read() -> dict[str, str]:
+        reads.append(1)
+        return dict(answers[0])
+
+    statuses = Statuses(load_settings({}), ttl=3600.0, read=read)
+    assert statuses.active_among({"a-org"}) == {"a-org"} and len(reads) == 1
+    answers[0] = {"a-org": "active", "new-org": "active"}
+    statuses._at -= Statuses.MISS_SECONDS  # the last read is older than MISS_SECONDS
+    assert statuses.active_among({"new-org", "a-org"}) == {"a-org", "new-org"} and len(reads) == 2
+    assert statuses.active_among({"unheard-of"}) == frozenset() and len(reads) == 2  # at most every 2 s
+    answers[0] = {"a-org": "suspended", "new-org": "active"}
+    assert statuses.active_among({"a-org"}) == {"a-org"}  # a known name waits for the ttl ...
+    statuses._at -= 3600.0
+    assert statuses.active_among({"a-org"}) == frozenset()  # ... and no longer
+
+
 # --- onboarding: who may, and what follows ---------------------------------------------------
 
 
