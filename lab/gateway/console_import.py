@@ -48,6 +48,20 @@ def _said(done: Imported) -> str:
     )
 
 
+def _accepted(meta: dict[str, Any]) -> str:
+    said = (
+        f"{meta['dataset']} 第 {meta['version']} 版已发布，已列入数据目录。 / {meta['dataset']} "
+        f"version {meta['version']} is published and listed in the catalogue."
+    )
+    if meta["rebuilding"]:
+        said += (
+            f" 正在后台按新版本重建 {meta['rebuilding']} 个机构的脱敏提取件（见审计日志）。 / Rebuilding "
+            f"{meta['rebuilding']} organisation(s)' masked extracts from it in the background "
+            "(see the audit log)."
+        )
+    return said
+
+
 def _file_name(raw: str) -> str:
     """A safe name for the stored upload, keeping the original's readable part and suffix."""
     base = Path(raw.replace("\\", "/")).name
@@ -253,11 +267,14 @@ def router(console: Console, imports: Imports) -> APIRouter:
             return console.flash(PAGE, error="no such version; reload the page (没有此版本，请刷新页面)")
         return await console.act(
             PAGE,
-            lambda: imports.accept(session.caller.username, dataset, int(version), form.get("policy", "")),
-            said=lambda meta: (
-                f"{meta['dataset']} 第 {meta['version']} 版已发布，已列入数据目录。 / {meta['dataset']} "
-                f"version {meta['version']} is published and listed in the catalogue."
+            lambda: imports.accept(
+                session.caller.username,
+                dataset,
+                int(version),
+                form.get("policy", ""),
+                rebuild=bool(form.get("rebuild_extracts")),
             ),
+            said=_accepted,
         )
 
     return pages

@@ -58,6 +58,13 @@ def routes(app: FastAPI) -> APIRouter:
     def build(grant: Grant, actor: str) -> None:
         builds.submit(build_now, grant, actor)
 
+    def rebuild_later(dataset: str, actor: str) -> int:
+        """Queue the rebuild of ``dataset``'s outdated extracts; how many there are now."""
+        count = len(access.outdated_extracts(settings, ledger, dataset))
+        if count:
+            builds.submit(access.rebuild_extracts, settings, ledger, dataset, actor=actor)
+        return count
+
     gov = Governance(settings, ledger, policies, provisioner, build=build)
     sessions = Sessions(settings, app.state.verifier, f"{PREFIX}/console")
     console = console_pages.Console(gov, sessions, f"{PREFIX}/console")
@@ -101,6 +108,7 @@ def routes(app: FastAPI) -> APIRouter:
         lambda: raw_store(settings),
         ledger.append,
         published=policies.refresh if isinstance(policies, LivePolicies) else lambda: None,
+        rebuild=rebuild_later,
     )
     router.include_router(console_import.router(console, imports))
     return router

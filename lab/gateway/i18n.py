@@ -212,6 +212,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "draft_ready": ("策略校验通过，可以采纳。", "The policy validates; it can be accepted."),
     "draft_policy": ("策略（可编辑）", "Policy (editable)"),
     "accept_publish": ("采纳并发布", "Accept and publish"),
+    "rebuild_extracts": (
+        "按此版本重建各机构的脱敏提取件（不勾选则旧提取件保持不变、仍可读取）",
+        "rebuild the organisations' masked extracts from this version "
+        "(unticked: the earlier ones stay, readable)",
+    ),
     "suspend_hint": (
         "暂停将撤销该机构的全部授权，60 秒内终止其全部凭证；记录全部保留。",
         "Suspending revokes every grant of the organisation and ends every credential within 60 s; "

@@ -44,12 +44,14 @@ class Imports:
         store: Callable[[], RawStore],
         audit: Audit,
         published: Callable[[], object] = lambda: None,
+        rebuild: Callable[[str, str], int] = lambda dataset, actor: 0,
     ) -> None:
         self.settings = settings
         self.directory = directory
         self.store = store
         self.audit = audit
         self.published = published  # told after a version is published (the catalogue re-reads)
+        self.rebuild = rebuild  # (dataset, actor) → extracts of earlier versions queued for a rebuild
 
     def upload(
         self,
@@ -114,8 +116,12 @@ class Imports:
             self.published()
         return imported
 
-    def accept(self, actor: str, dataset: str, version: int, policy: str = "") -> dict[str, Any]:
-        """Publish ``version`` of ``dataset`` with ``policy`` (text; default: its draft)."""
+    def accept(
+        self, actor: str, dataset: str, version: int, policy: str = "", *, rebuild: bool = False
+    ) -> dict[str, Any]:
+        """Publish ``version`` of ``dataset`` with ``policy`` (text; default: its draft); with
+        ``rebuild``, queue the organisations' extracts of earlier versions to be built again
+        (``rebuilding`` in the answer: how many). Otherwise they stay as they are."""
         actor = require_operator(self.directory, actor)
         with self._policy_file(policy) as path:
             meta = accept(
@@ -128,7 +134,7 @@ class Imports:
                 audit=self.audit,
             )
         self.published()
-        return meta
+        return {**meta, "rebuilding": self.rebuild(dataset, actor) if rebuild else 0}
 
     def pending(self) -> list[dict[str, Any]]:
         """Imported versions not yet accepted, newest first, each with its draft and its problems."""

@@ -15,19 +15,23 @@ from __future__ import annotations
 import csv
 import io
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import polars as pl
 import pytest
+from playwright.sync_api import Browser
 
 from lab import storage
 from lab.extracts import ledger as open_ledger
 from lab.extracts import versions
 from lab.settings import Settings
 from tests.integration import keycloak_test_client as kct
+from tests.integration.browser import browser  # noqa: F401  (the Chromium fixture)
 from tests.integration.org_support import create_analyst, credit_code
+from tests.integration.test_consoles import console_login
 from tests.integration.test_onboarding import OPERATOR, POLICY, _published_in_gateway, _rows, datalab
 from tests.security.identity_support import api, bearer
 from tests.security.test_identity_storage import YEAR, s3, sts
@@ -83,7 +87,9 @@ def _masked(lab: Settings, org: str, name: str) -> list[dict[str, Any]]:
 
 @pytest.mark.security
 def test_a_new_version_keeps_the_old_extracts_and_rebuilds_only_for_holders_when_asked(
-    lab_stack: Settings, tmp_path: Path
+    lab_stack: Settings,
+    tmp_path: Path,
+    browser: Browser,  # noqa: F811
 ) -> None:
     """Attack (an organisation whose grant was revoked): a rebuild after a new version must not
     hand it the new data; the revoked organisation's extract is neither rebuilt nor readable."""
@@ -139,3 +145,35 @@ def test_a_new_version_keeps_the_old_extracts_and_rebuilds_only_for_holders_when
     objects = other.list_objects(storage.EXTRACTS_BUCKET, prefix=f"{revoked['id']}/{name}/", recursive=True)
     with pytest.raises(Exception, match="AccessDenied"):
         list(objects)
+
+    # Version 3 through the console: uploaded without a policy, accepted with "rebuild" ticked.
+    source = tmp_path / "v7.csv"
+    with source.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["person_id", "district", "sex", "age", "allowance"])
+        writer.writerows(_rows(1800, seed=7))
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        console_login(page, lab_stack, OPERATOR, "operator")
+        page.click("#nav-imports")
+        page.fill("#import-file input[name=name]", name)
+        page.check("#import-file input[name=new_version]")
+        page.set_input_files("#import-file input[name=source]", str(source))
+        page.click("#import-file button[type=submit]")
+        page.wait_for_selector("#flash")
+        pending = page.locator(f"#import-{name}-3")
+        pending.locator("textarea").fill(POLICY.format(name=name, tag=tag))
+        pending.locator("input[name=rebuild_extracts]").check()
+        pending.locator("button[type=submit]").click()
+        page.wait_for_selector("#flash")
+        said = page.locator("#flash").inner_text()
+        assert "已发布" in said and "重建 1 个机构" in said, said
+    finally:
+        context.close()
+    deadline = time.monotonic() + 120  # built in the gateway's background queue
+    while [m["source_version"] for m in _masked(lab_stack, holder["id"], name)] != [1, 2, 3]:
+        assert time.monotonic() < deadline, _masked(lab_stack, holder["id"], name)
+        time.sleep(2)
+    assert _masked(lab_stack, holder["id"], name)[-1]["rows_in"] == 1800
+    assert [m["source_version"] for m in _masked(lab_stack, revoked["id"], name)] == [1]
