@@ -403,13 +403,13 @@ def add_member(settings: Settings, org_id: str, username: str) -> bool:
     return True
 
 
-def end_sessions(settings: Settings, org_id: str) -> int:
-    """Log out every member of ``org_id`` from Keycloak (their refresh tokens die); how many."""
+def end_sessions(settings: Settings, org_id: str) -> list[str]:
+    """Log out every member of ``org_id`` from Keycloak (their refresh tokens die); their names."""
     kc = admin(settings)
     group = _Applier(kc).find_group(org_id)
     if group is None:
-        return 0
+        return []
     members = kc.get_group_members(group["id"], {"max": 100000})
     for user in members:
         kc.user_logout(user["id"])
-    return len(members)
+    return [str(user["username"]) for user in members]

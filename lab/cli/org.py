@@ -40,6 +40,8 @@ def _print(outcome: Any, what: str) -> None:
         print(f"  grants revoked / 已撤销授权: {', '.join(str(g.id) for g in outcome.revoked)}")
     if outcome.sessions_ended:
         print(f"  Keycloak sessions ended for {outcome.sessions_ended} member(s) / 已注销成员会话")
+    if outcome.servers_stopped:
+        print(f"  notebook servers stopped: {outcome.servers_stopped} / 已停止笔记本服务")
 
 
 def cmd_org_add(args: argparse.Namespace, settings: Settings) -> int:

@@ -64,8 +64,9 @@ class LabAuthenticator(GenericOAuthenticator):
         None,
         allow_none=True,
         config=True,
-        help="A callable returning the organisations approved now (the lab's registry, "
-        "lab.registry.organisations.Statuses.active); when set, it replaces approved_organisations.",
+        help="A callable given the token's organisations, returning those approved now (the lab's "
+        "registry, lab.registry.organisations.Statuses.active_among: an organisation added a moment "
+        "ago counts at once); when set, it replaces approved_organisations.",
     )
     analyst_role = Unicode("analyst", config=True, help="The realm role that makes someone an analyst.")
     admin_role = Unicode(
@@ -97,8 +98,9 @@ class LabAuthenticator(GenericOAuthenticator):
         if self.admin_role in set(claims.get("roles") or []):
             return True
         source = self.approved_organisations_source
-        approved = set(source()) if callable(source) else self.approved_organisations
-        allowed = self.analyst_role in set(claims.get("roles") or []) and claims.get("org") in approved
+        org = claims.get("org")
+        approved = set(source({str(org)})) if callable(source) else self.approved_organisations
+        allowed = self.analyst_role in set(claims.get("roles") or []) and org in approved
         if not allowed:
             self.log.info("Refused %s: not an analyst of an approved organisation", username)
         return bool(allowed)

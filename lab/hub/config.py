@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lab import iam, vault
+from lab.hub import servers
 from lab.hub.auth import OPERATOR_ROLE, REFUSED, subdomain_hook
 from lab.hub.login import record_login
 from lab.registry.organisations import Statuses
@@ -55,6 +56,8 @@ def configure(c: Any, settings: Settings) -> None:
         {
             "name": GATEWAY_SERVICE,
             "url": settings.url("gateway"),
+            # its token stops a suspended organisation's servers (role lab-steward below)
+            "api_token": vault.secret(settings, servers.TOKEN_SECRET),
             "display": True,
             "info": {"description": "Data Lab gateway / 数据网关"},
         },
@@ -69,6 +72,7 @@ def configure(c: Any, settings: Settings) -> None:
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": ["idle-culler"],
         },
+        {"name": "lab-steward", "scopes": list(servers.STEWARD_SCOPES), "services": [GATEWAY_SERVICE]},
         # Operators (hub group filled from Keycloak's operator role at login): no tokens,
         # no access:servers, no user or group administration.
         dict(OPERATOR_ROLE),
@@ -96,7 +100,7 @@ def _authenticator(c: Any, settings: Settings) -> None:
     auth.allow_all = False
     # The registry's active organisations, re-read every few seconds: one added or suspended
     # with `datalab org` counts at the next login, without restarting the hub.
-    auth.approved_organisations_source = Statuses(settings).active
+    auth.approved_organisations_source = Statuses(settings).active_among
     auth.custom_403_message = REFUSED
     auth.auto_login = True
     auth.refresh_pre_spawn = True

@@ -11,7 +11,8 @@ audit record, :mod:`lab.registry.organisations`), then brings the services in li
 - **suspend**: the registry revokes every grant in the suspending transaction; then the group
   loses its ``minio_policy`` attribute (new tokens carry no policy), both MinIO policies are
   rewritten to admit nothing (credentials already issued lose access on their next request),
-  and every member's Keycloak sessions are ended (refresh tokens die). The gateway's
+  every member's Keycloak sessions are ended (refresh tokens die) and their notebook servers
+  stopped through the hub's API (``lab.hub.servers``). The gateway's
   directory reads the registry (``Statuses``, ≤ 10 s) and Keycloak (≤ 20 s), so the
   gateway refuses the organisation's analysts within 30 s; the sweepers keep it so.
 - **remove**: only after suspension, or for an organisation without live grants.
@@ -61,10 +62,16 @@ def _join(settings: Settings, org_id: str, username: str) -> bool:
     return iam.add_member(settings, org_id, username)
 
 
-def _logout(settings: Settings, org_id: str) -> int:
+def _logout(settings: Settings, org_id: str) -> list[str]:
     from lab import iam
 
     return iam.end_sessions(settings, org_id)
+
+
+def _stop(settings: Settings, usernames: list[str]) -> list[str]:
+    from lab.hub.servers import stop_servers
+
+    return stop_servers(settings, usernames)
 
 
 @dataclass
@@ -75,7 +82,8 @@ class Effects:
     policies: Callable[[Settings, Organisation], list[str]] = _policies
     key: Callable[[Settings, Organisation], list[str]] = _key
     join: Callable[[Settings, str, str], bool] = _join
-    logout: Callable[[Settings, str], int] = _logout
+    logout: Callable[[Settings, str], list[str]] = _logout  # the members logged out
+    stop: Callable[[Settings, list[str]], list[str]] = _stop  # their notebook servers stopped
 
 
 @dataclass
@@ -84,6 +92,7 @@ class Outcome:
     changes: list[str] = field(default_factory=list)
     revoked: list[Grant] = field(default_factory=list)
     sessions_ended: int = 0
+    servers_stopped: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +100,7 @@ class Outcome:
             "changes": self.changes,
             "grants_revoked": [g.id for g in self.revoked],
             "sessions_ended": self.sessions_ended,
+            "servers_stopped": self.servers_stopped,
         }
 
 
@@ -166,11 +176,21 @@ class Onboarding:
 
     def _withdraw(self, org: Organisation, revoked: list[Grant], what: str) -> Outcome:
         outcome = Outcome(org, self._apply(org, what), revoked)
+        members: list[str] = []
         try:
-            outcome.sessions_ended = self.effects.logout(self.settings, org.id)
+            members = self.effects.logout(self.settings, org.id)
+            outcome.sessions_ended = len(members)
         except Exception as exc:  # the policies are already closed; sessions die with their tokens
             log.error("%s of %s: ending Keycloak sessions failed: %s", what, org.id, type(exc).__name__)
             outcome.changes.append("Keycloak sessions not ended (tokens expire within 5 minutes)")
+        try:
+            outcome.servers_stopped = len(self.effects.stop(self.settings, members))
+        except Exception as exc:  # their data access is already closed; the idle culler stops them later
+            log.error("%s of %s: stopping notebook servers failed: %s", what, org.id, type(exc).__name__)
+            outcome.changes.append(
+                "notebook servers not stopped (the hub did not answer): stop them on the hub's admin page "
+                "/ 未能停止笔记本服务，请在 JupyterHub 管理页面停止"
+            )
         forget = getattr(self.directory, "forget", None)
         if forget is not None:
             forget()

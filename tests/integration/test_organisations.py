@@ -2,8 +2,9 @@
 
 The operator adds it (Keycloak group, MinIO policies, key), creates an analyst and puts
 them in it; the analyst logs in, holds a grant and reads its extract prefix with year-long
-STS credentials. Then the operator suspends the organisation: the gateway and S3 access
-end within 60 s, the grant is revoked, and every record is kept.
+STS credentials, and has a notebook server running. Then the operator suspends the
+organisation: the gateway and S3 access end within 60 s, the notebook server is stopped, the
+grant is revoked, and every record is kept.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from minio.error import S3Error
+from playwright.sync_api import Browser
 
-from lab import cli, iam, storage
+from lab import cli, iam, storage, vault
+from lab.hub.servers import TOKEN_SECRET
 from lab.ledger import Ledger
 from lab.registry.organisations import closing_registry
 from lab.settings import Settings
 from tests.integration import keycloak_test_client as kct
+from tests.integration.browser import browser, login  # noqa: F401  (the Chromium fixture)
 from tests.integration.org_support import create_analyst, credit_code
 from tests.security.identity_support import api, bearer
 from tests.security.test_identity_storage import YEAR, s3, sts
@@ -62,8 +66,21 @@ def test_analysts_and_strangers_cannot_add_an_organisation(lab: Settings, org: d
         assert f"{org['id']}-x" not in registry.known_ids()
 
 
+def _server(lab: Settings, user: str) -> dict[str, object]:
+    """The user's default server as the hub reports it (the gateway's steward token)."""
+    answer = httpx.get(
+        f"{lab.url('hub_api', '/hub/api')}/users/{user}",
+        headers={"Authorization": f"token {vault.secret(lab, TOKEN_SECRET)}"},
+    )
+    assert answer.status_code == 200, answer.status_code
+    return dict(answer.json().get("servers", {}).get("", {}))
+
+
 def test_a_fourth_organisation_logs_in_and_loses_access_on_suspension(
-    lab: Settings, org: dict[str, str], capsys: pytest.CaptureFixture[str]
+    lab: Settings,
+    org: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    browser: Browser,  # noqa: F811
 ) -> None:
     started = time.monotonic()
     assert _add(lab, org, "op.wang") == 0
@@ -109,10 +126,22 @@ def test_a_fourth_organisation_logs_in_and_loses_access_on_suspension(
         time.sleep(1)
     assert s3_get() and gateway(), {"s3": s3_get(), "gateway": gateway()}
 
+    # The analyst's notebook server runs (spawned by logging in to the hub).
+    context = browser.new_context(locale="zh-CN")
+    try:
+        page = context.new_page()
+        login(page, lab, org["user"])
+        page.goto(f"{lab.hub_url}/user/{org['user']}/lab")
+        page.wait_for_url(f"**/user/{org['user']}/lab**", timeout=120_000)
+    finally:
+        context.close()
+    assert _server(lab, org["user"]).get("ready") is True
+
     # Suspend: access ends within 60 s.
     capsys.readouterr()
     suspended_at = time.monotonic()
     assert cli.main(["org", "suspend", org["id"], "--as", "op.wang", "--reason", "integration test"]) == 0
+    assert "notebook servers stopped: 1" in capsys.readouterr().out
     ended: dict[str, float] = {}
     while time.monotonic() - suspended_at < 2 * LIMIT and len(ended) < 2:
         for probe, works in (("s3", s3_get), ("gateway", gateway)):
@@ -122,6 +151,9 @@ def test_a_fourth_organisation_logs_in_and_loses_access_on_suspension(
     with capsys.disabled():
         print(f"\nsuspension: access ended after {ended}")
     assert set(ended) == {"s3", "gateway"} and max(ended.values()) <= LIMIT, ended
+    while _server(lab, org["user"]) and time.monotonic() - suspended_at < LIMIT:
+        time.sleep(1)
+    assert _server(lab, org["user"]) == {}, "the suspended analyst's notebook server still runs"
     # A fresh login gets no storage policy, and nobody can join the suspended organisation.
     assert kct.claims(kct.access_token(lab, org["user"])).get("policy") in (None, [])
     assert cli.main(["org", "add-user", org["id"], "zhang.wei", "--as", "op.wang"]) == 1

@@ -257,7 +257,8 @@ def onboarding(registry: Registry, tmp_path: Path, calls: list[tuple[str, ...]])
         group=lambda _, org: calls.append(("group", org.id, org.status)) or [],  # type: ignore[func-returns-value]
         policies=lambda _, org: calls.append(("policies", org.id, org.status)) or [],  # type: ignore[func-returns-value]
         join=lambda _, org, user: calls.append(("join", org, user)) is None,  # type: ignore[func-returns-value]
-        logout=lambda _, org: len(calls.append(("logout", org)) or [1, 2]),  # type: ignore[func-returns-value]
+        logout=lambda _, org: calls.append(("logout", org)) or ["an.one", "an.two"],  # type: ignore[func-returns-value]
+        stop=lambda _, users: calls.append(("stop", *users)) or users[:1],  # type: ignore[func-returns-value]
     )
     return Onboarding(settings, registry, Directory(PEOPLE), effects=effects)
 
@@ -290,7 +291,7 @@ def test_add_creates_group_policies_and_key(onboarding: Onboarding, calls: list[
     assert again.organisation == outcome.organisation and len(calls) == 4
 
 
-def test_suspend_closes_policies_and_ends_sessions(
+def test_suspend_closes_policies_ends_sessions_and_stops_servers(
     onboarding: Onboarding, ledger: Ledger, calls: list[tuple[str, ...]]
 ) -> None:
     onboarding.add("op.wang", SPEC)
@@ -298,7 +299,13 @@ def test_suspend_closes_policies_and_ends_sessions(
     calls.clear()
     outcome = onboarding.suspend("op.wang", SPEC.id, "contract ended")
     assert [g.id for g in outcome.revoked] == [grant] and outcome.sessions_ended == 2
-    assert calls == [("group", SPEC.id, "suspended"), ("policies", SPEC.id, "suspended"), ("logout", SPEC.id)]
+    assert outcome.servers_stopped == 1  # of the members logged out, the one whose server ran
+    assert calls == [
+        ("group", SPEC.id, "suspended"),
+        ("policies", SPEC.id, "suspended"),
+        ("logout", SPEC.id),
+        ("stop", "an.one", "an.two"),
+    ]
     assert outcome.as_dict()["organisation"]["status"] == "suspended"
 
 
