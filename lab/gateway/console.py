@@ -359,13 +359,15 @@ def router(console: Console) -> APIRouter:
     def analyst_page(request: Request, session: Analyst, q: str = "", dataset: str = "") -> Response:
         who = session.caller
         everything = gov.catalogue(who)  # read once: the table is filtered, the apply form is not
+        grants = gov.grants(who)
         return console.render(
             request,
             "analyst.html",
             "analyst",
             session,
-            grants=gov.grants(who),
+            grants=grants,
             applications=gov.applications(who),
+            granted={g["id"]: g for g in grants},  # what each approval gave, beside what was asked
             exports=gov.exports(who),
             catalogue=gov.search_catalogue(everything, q),
             q=q,
@@ -376,6 +378,22 @@ def router(console: Console) -> APIRouter:
     @pages.post("/analyst/apply")
     async def apply(request: Request, session: Analyst) -> Response:
         form = await console.form(request, session)
-        return await console.act("analyst", lambda: gov.apply(session.caller, form))
+        return await console.act(
+            "analyst",
+            lambda: gov.apply(session.caller, form),
+            said=lambda app: (
+                f"申请 {app['id']} 已提交，等待运营人员审批。 / Application {app['id']} is submitted and "
+                "awaits an operator's decision."
+            ),
+        )
+
+    @pages.post("/analyst/applications/{application_id}/withdraw")
+    async def withdraw(request: Request, session: Analyst, application_id: str) -> Response:
+        await console.form(request, session)
+        return await console.act(
+            "analyst",
+            lambda: gov.withdraw(session.caller, application_id),
+            said=lambda app: f"申请 {app['id']} 已撤回。 / Application {app['id']} is withdrawn.",
+        )
 
     return pages

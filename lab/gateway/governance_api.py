@@ -65,6 +65,10 @@ def router(gov: Governance, sink: AuditSink) -> APIRouter:
     def applications(who: Who, state: str | None = None) -> list[dict[str, Any]]:
         return gov.applications(who, state)
 
+    @api.post("/api/applications/{application_id}/withdraw")
+    def withdraw(who: Who, application_id: str) -> dict[str, Any]:
+        return gov.withdraw(who, application_id)
+
     @api.get("/api/grants")
     def grants(who: Who, active: bool = False) -> list[dict[str, Any]]:
         return gov.grants(who, active=active)

@@ -45,7 +45,8 @@ from lab.ledger.grants import normalise_modes
 PENDING = "pending"
 APPROVED = "approved"
 REJECTED = "rejected"
-STATES = (PENDING, APPROVED, REJECTED)
+WITHDRAWN = "withdrawn"  # by an analyst of the applying organisation, before a decision
+STATES = (PENDING, APPROVED, REJECTED, WITHDRAWN)
 MAX_TERM_DAYS = 3 * 365
 MAX_TEXT = 2000
 
@@ -184,6 +185,39 @@ def check_request(
     if dlt >= 1:
         raise ConfigError(f"delta must be below 1, got {dlt!r}", reason="invalid-value")
     return _text(purpose, "purpose"), chosen, eps, dlt, _term(term_days)
+
+
+def check_not_pending_twice(conn: Connection, organisation: str, dataset: str, purpose: str) -> None:
+    """ConfigError if ``organisation`` already has a pending application for ``dataset`` with the
+    same purpose (a second project on the same register is a new purpose, and allowed)."""
+    c = applications.c
+    found = conn.execute(
+        select(c.id)
+        .where(c.organisation == organisation, c.dataset == dataset, c.purpose == purpose, c.state == PENDING)
+        .limit(1)
+    ).first()
+    if found is not None:
+        raise ConfigError(
+            f"application {found[0]} for {dataset!r} with this purpose is still pending; wait for its "
+            f"decision or withdraw it before applying again / 相同用途的申请（编号 {found[0]}）尚待审批，请等待审批或先撤回",
+            reason="duplicate-application",
+        )
+
+
+def check_withdrawer(application: Application, org: str | None) -> None:
+    """AccessDenied unless an analyst of the applying organisation withdraws a pending application."""
+    if org != application.organisation:
+        raise AccessDenied(
+            f"application {application.id} is another organisation's; only its own analysts can withdraw "
+            "it / 只能撤回本机构的申请",
+            reason="not-yours",
+        )
+    if application.state != PENDING:
+        raise ConfigError(
+            f"application {application.id} was already {application.state}; only a pending application "
+            "can be withdrawn / 只能撤回待审批的申请",
+            reason="already-decided",
+        )
 
 
 def check_decider(application: Application, decider: str, decider_org: str | None) -> None:

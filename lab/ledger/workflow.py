@@ -52,6 +52,8 @@ class Workflow(LedgerCore):
             purpose=purpose, modes=list(modes), epsilon=epsilon, delta=delta, term_days=term_days
         )
         with self._write() as tx:
+            lock_scope(tx.conn, organisation, dataset)  # two identical submissions: one is refused
+            apps.check_not_pending_twice(tx.conn, organisation, dataset, purpose)
             app = apps.insert_application(
                 tx.conn,
                 organisation=organisation,
@@ -183,6 +185,28 @@ class Workflow(LedgerCore):
                 organisation=app.organisation,
                 dataset=app.dataset,
                 details={"application": app.id, "decision": apps.REJECTED, "reason": why},
+            )
+        return app
+
+    def withdraw(self, application_id: int, *, by: str, by_org: str | None) -> Application:
+        """An analyst of the applying organisation withdraws a pending application (recorded)."""
+        with self._write() as tx:
+            app = apps.get_application(tx.conn, application_id, lock=True)
+            apps.check_withdrawer(app, by_org)
+            app = apps.mark_decided(
+                tx.conn,
+                app.id,
+                state=apps.WITHDRAWN,
+                by=by,
+                now=tx.at,
+                reason="申请人已撤回 / withdrawn by the applicant",
+            )
+            tx.append(
+                Kind.DECISION,
+                actor=by,
+                organisation=app.organisation,
+                dataset=app.dataset,
+                details={"application": app.id, "decision": apps.WITHDRAWN},
             )
         return app
 

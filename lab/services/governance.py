@@ -231,6 +231,14 @@ class Governance:
             self._build(grant, caller.username)
         return {"application": app.as_dict(), "grant": self.grant_view(grant, self.ledger.now())}
 
+    def withdraw(self, caller: Caller, application_id: Any) -> dict[str, Any]:
+        """An analyst withdraws their organisation's pending application."""
+        caller.require("analyst")
+        app = self.ledger.withdraw(
+            _int(application_id, "application id"), by=caller.username, by_org=caller.org
+        )
+        return app.as_dict()
+
     def reject(self, caller: Caller, application_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
         caller.require("operator")
         app = self.ledger.reject(

@@ -185,6 +185,26 @@ def test_approve_revoke_and_audit_in_the_consoles(
     assert (grant.organisation, grant.epsilon, grant.approved_by) == (ORG, 0.5, "op.wang")
     operator.screenshot(path=str(ARTIFACTS / "console-operator.png"), full_page=True)
 
+    # The analyst sees what was asked beside what was granted; the same request twice is refused
+    # while the first is pending, and a pending application can be withdrawn.
+    desk.goto(f"{base}/analyst")
+    row = desk.locator(f"#application-{app_id}")
+    assert "ε 1 " in row.locator("td.asked").inner_text() and "30 天" in row.locator("td.asked").inner_text()
+    assert "ε 0.5 " in row.locator("td.granted").inner_text()
+    purpose = f"撤回测试 {time.time_ns()} / withdraw test"
+    for attempt in range(2):
+        desk.select_option("#apply select[name=dataset]", DATASET)
+        desk.fill("#apply input[name=purpose]", purpose)
+        desk.click("#apply button[type=submit]")
+        desk.wait_for_selector("#flash-error" if attempt else "#flash")
+    assert "尚待审批" in desk.inner_text("#flash-error")
+    again = desk.locator("#my-applications tr", has_text=purpose)
+    assert again.count() == 1 and again.get_attribute("data-state") == "pending"
+    again.locator("form.withdraw button").click()
+    desk.wait_for_selector("#flash")
+    assert "已撤回" in desk.inner_text("#flash")
+    assert desk.locator("#my-applications tr", has_text=purpose).get_attribute("data-state") == "withdrawn"
+
     # The analyst's running notebook: its next query and MinIO read succeed...
     start_in_kernel(notebook, ANALYST, KERNEL.format(ready=READY, org=ORG, dataset=DATASET))
     granted = wait_for_file(ready, 60)

@@ -79,14 +79,14 @@ def test_an_approval_is_refused_like_a_grant(ledger: Ledger) -> None:
         ledger.apply(
             organisation="acme",
             dataset="population",
-            purpose="p",
+            purpose=f"project {i}",  # one organisation's three projects on one register
             modes=["dp"],
             epsilon=1.0,
             delta=0,
             term_days=10,
             applicant="a",
         )
-        for _ in range(3)
+        for i in range(3)
     ]
     ledger.approve(apps[0].id, by="op")
     ledger.approve(apps[1].id, by="op")

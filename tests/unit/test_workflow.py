@@ -113,6 +113,40 @@ def test_rejection_needs_a_reason_and_is_final(book: Ledger) -> None:
     assert again.value.reason == "already-decided"
 
 
+def test_the_same_application_twice_is_refused_while_the_first_is_pending(book: Ledger) -> None:
+    first = _apply(book)
+    with pytest.raises(ConfigError) as twice:
+        _apply(book, applicant="zhou.ting")  # a colleague, the same register and purpose
+    assert twice.value.reason == "duplicate-application" and str(first) in twice.value.message
+    assert "请等待审批或先撤回" in twice.value.message
+    other = _apply(book, purpose="heating subsidy study")  # another project: its own application
+    book.reject(first, by="op.wang", reason="purpose too vague")
+    assert _apply(book) not in (first, other)  # decided: the organisation may ask again
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(("who", "org"), [("an.rival", "zibo-credit"), ("op.wang", None)])
+def test_only_the_applying_organisation_withdraws_and_only_while_pending(
+    book: Ledger, who: str, org: str | None
+) -> None:
+    """Attack (an analyst of another organisation, or someone of none): withdrawing a rival's
+    application to delay its project. Refused, recorded nowhere, the application still pending."""
+    app_id = _apply(book)
+    before = len(book.records())
+    with pytest.raises(AccessDenied):
+        book.withdraw(app_id, by=who, by_org=org)
+    assert book.get_application(app_id).state == "pending" and len(book.records()) == before
+    app = book.withdraw(app_id, by="zhou.ting", by_org="qilu-energy")  # a colleague of the applicant
+    assert app.state == "withdrawn" and app.decided_by == "zhou.ting"
+    (record,) = book.records()[before:]
+    assert record.kind == "decision" and record.details == {"application": app_id, "decision": "withdrawn"}
+    with pytest.raises(ConfigError) as again:
+        book.withdraw(app_id, by="li.na", by_org="qilu-energy")
+    assert again.value.reason == "already-decided"
+    with pytest.raises(ConfigError):
+        book.approve(app_id, by="op.wang")  # a withdrawn application is never granted
+
+
 @pytest.mark.parametrize(
     "bad",
     [
