@@ -26,9 +26,11 @@ through the gateway provision at once, without waiting for the sweep.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -80,9 +82,19 @@ class Provisioner:
             for org in sorted(orgs)
         }
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One provisioning at a time across the lab's processes (the gateway's sweep, the CLI):
+        a sweep that read the grants before a revocation must not write its stale view after the
+        revoker wrote the new one."""
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.settings.home / "provision.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
     def provision(self) -> list[str]:
         """Rewrite the policies that differ from the grants; the organisations changed."""
-        with self._lock:
+        with self._exclusive():
             changed = [
                 org for org, datasets in self.desired().items() if self._apply(self.settings, org, datasets)
             ]

@@ -199,7 +199,8 @@ def check_not_pending_twice(conn: Connection, organisation: str, dataset: str, p
     if found is not None:
         raise ConfigError(
             f"application {found[0]} for {dataset!r} with this purpose is still pending; wait for its "
-            f"decision or withdraw it before applying again / 相同用途的申请（编号 {found[0]}）尚待审批，请等待审批或先撤回",
+            f"decision or withdraw it before applying again "
+            f"/ 相同用途的申请（编号 {found[0]}）尚待审批，请等待审批或先撤回",
             reason="duplicate-application",
         )
 

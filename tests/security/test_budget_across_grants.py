@@ -12,6 +12,7 @@ straight into the ledger) cannot be spent past it either.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -66,13 +67,14 @@ def test_grants_past_the_organisation_total_are_refused_at_approval(
     lab_stack: Settings, book: Ledger
 ) -> None:
     granted, refused = [], []
-    for _ in range(6):
+    run = secrets.token_hex(3)
+    for i in range(6):
         applied = httpx.post(
             f"{api(lab_stack)}/applications",
             headers=headers(lab_stack, ANALYST),
             json={
                 "dataset": DATASET,
-                "purpose": "p",
+                "purpose": f"project {i} of run {run}",  # six projects: each its own application
                 "modes": ["dp"],
                 "epsilon": 1.5,
                 "delta": 1e-7,
