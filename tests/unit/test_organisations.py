@@ -380,3 +380,43 @@ def test_a_suspended_organisations_group_is_in_its_desired_state_once_written() 
     stored = {"id": "1", "name": "x", "attributes": {"org": ["x"], "status": ["suspended"]}}
     assert not _differs(stored, desired)
     assert _differs({**stored, "attributes": {**stored["attributes"], "minio_policy": ["p"]}}, desired)
+
+
+@pytest.mark.security
+def test_a_sweep_that_read_the_grants_before_a_revocation_cannot_undo_it(
+    registry: Registry, ledger: Ledger, tmp_path: Path
+) -> None:
+    """Attack (timing, an analyst whose grant is being revoked): the gateway's sweep reads the
+    grants, the operator's CLI revokes and rewrites the MinIO policy, then the sweep writes what
+    it read. Provisioning is one at a time across processes, so the revoker's view is the last."""
+    import threading
+
+    from lab import access
+
+    settings = load_settings({"DATALAB_HOME": str(tmp_path / "home")})
+    registry.add(SPEC, by="op.wang")
+    grant = _grant(ledger, SPEC.id)
+    written: list[tuple[str, list[str]]] = []
+    swept, revoked = threading.Event(), threading.Event()
+
+    def slow_apply(_: Settings, org: str, datasets: Any) -> bool:  # the sweep, between read and write
+        swept.set()
+        revoked.wait(timeout=2)
+        written.append((org, sorted(datasets)))
+        return True
+
+    def apply(_: Settings, org: str, datasets: Any) -> bool:
+        written.append((org, sorted(datasets)))
+        return True
+
+    sweep = threading.Thread(target=access.Provisioner(settings, ledger, apply=slow_apply).provision)
+    sweep.start()
+    assert swept.wait(timeout=5)
+    ledger.revoke(grant, by="op.wang", reason="term ended")
+    revoker = threading.Thread(target=access.Provisioner(settings, ledger, apply=apply).provision)
+    revoker.start()
+    revoker.join(timeout=0.5)  # waits for the sweep's lock
+    revoked.set()
+    sweep.join(timeout=5)
+    revoker.join(timeout=5)
+    assert written[-1] == (SPEC.id, [])  # the revocation stands
