@@ -95,17 +95,22 @@ def onboarded(lab_stack: Settings) -> dict[str, str]:
     kct.ensure(lab_stack)
     tag = secrets.token_hex(3)
     org = {"id": f"onboard-{tag}", "user": f"an.ob{tag}", "tag": tag}
+    add_org(
+        lab_stack, org["id"], org["user"], "测试普惠金融有限公司", "Test Inclusive Finance Co.", "enterprise"
+    )
+    return org
+
+
+def add_org(lab: Settings, org_id: str, user: str, name_zh: str, name_en: str, kind: str) -> None:
+    """``datalab org add`` as the operator, then a new analyst ``user`` joined to it."""
     added = datalab(
-        "org", "add", org["id"], "--name-zh", "测试普惠金融有限公司",
-        "--name-en", "Test Inclusive Finance Co.",
-        "--credit-code", credit_code(), "--kind", "enterprise", "--contact", "Risk office / 风控部",
-        "--as", OPERATOR,
+        "org", "add", org_id, "--name-zh", name_zh, "--name-en", name_en, "--credit-code", credit_code(),
+        "--kind", kind, "--contact", "Data office / 数据办", "--as", OPERATOR,
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
-    create_analyst(lab_stack, org["user"])
-    joined = datalab("org", "add-user", org["id"], org["user"], "--as", OPERATOR)
+    create_analyst(lab, user)
+    joined = datalab("org", "add-user", org_id, user, "--as", OPERATOR)
     assert joined.returncode == 0, joined.stderr
-    return org
 
 
 @pytest.fixture(scope="module")

@@ -31,9 +31,8 @@ from lab.extracts import versions
 from lab.settings import Settings
 from tests.integration import keycloak_test_client as kct
 from tests.integration.browser import browser  # noqa: F401  (the Chromium fixture)
-from tests.integration.org_support import create_analyst, credit_code
 from tests.integration.test_consoles import console_login
-from tests.integration.test_onboarding import OPERATOR, POLICY, _published_in_gateway, _rows, datalab
+from tests.integration.test_onboarding import OPERATOR, POLICY, _published_in_gateway, _rows, add_org, datalab
 from tests.security.identity_support import api, bearer
 from tests.security.test_identity_storage import YEAR, s3, sts
 
@@ -42,14 +41,7 @@ pytestmark = pytest.mark.integration
 
 def _org(lab: Settings, tag: str, n: int) -> dict[str, str]:
     org = {"id": f"versions-{tag}-{n}", "user": f"an.v{tag}{n}"}
-    added = datalab(
-        "org", "add", org["id"], "--name-zh", f"版本测试机构{n}", "--name-en", f"Version test org {n}",
-        "--credit-code", credit_code(), "--kind", "research", "--contact", "Lab / 实验室", "--as", OPERATOR,
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
-    create_analyst(lab, org["user"])
-    joined = datalab("org", "add-user", org["id"], org["user"], "--as", OPERATOR)
-    assert joined.returncode == 0, joined.stderr
+    add_org(lab, org["id"], org["user"], f"版本测试机构{n}", f"Version test org {n}", "research")
     return org
 
 

@@ -255,15 +255,23 @@ def test_a_register_accepted_while_the_gateway_runs_is_known_without_a_restart(
     assert "people" in list(live)
 
 
+def _accepted_after_first_read(
+    settings: Settings, store: DirStore, tmp_path: Path, clock: Clock
+) -> datasets.LivePolicies:
+    """Live policies read once, then "people" imported and accepted behind their back."""
+    live = datasets.LivePolicies(lambda: datasets.policies(settings, store), clock=clock)
+    import_source(settings, store, str(_csv(tmp_path / "p.csv", _rows(30))), name="people", actor="op.wang")
+    policy = tmp_path / "people.yaml"
+    policy.write_text(PEOPLE_POLICY, encoding="utf-8")
+    accept(settings, store, "people", actor="op.li", policy=str(policy))
+    return live
+
+
 def test_an_acceptance_in_the_gateway_is_listed_at_once_not_after_the_refresh_period(
     settings: Settings, store: DirStore, tmp_path: Path
 ) -> None:
     clock = Clock()
-    live = datasets.LivePolicies(lambda: datasets.policies(settings, store), clock=clock)
-    import_source(settings, store, str(_csv(tmp_path / "now.csv", _rows(30))), name="people", actor="op.wang")
-    policy = tmp_path / "people.yaml"
-    policy.write_text(PEOPLE_POLICY, encoding="utf-8")
-    accept(settings, store, "people", actor="op.li", policy=str(policy))
+    live = _accepted_after_first_read(settings, store, tmp_path, clock)
     assert "people" not in list(live)  # iteration alone waits for REFRESH_SECONDS
     live.refresh()  # what the console's import page calls after publishing
     assert "people" in list(live)
@@ -275,11 +283,7 @@ def test_a_register_accepted_elsewhere_is_in_the_next_catalogue_view(
     """Accepted with the CLI (another process): the catalogue page lists it on the next view
     after MISS_SECONDS, not only after the gateway's REFRESH_SECONDS."""
     clock = Clock()
-    live = datasets.LivePolicies(lambda: datasets.policies(settings, store), clock=clock)
-    import_source(settings, store, str(_csv(tmp_path / "cli.csv", _rows(30))), name="people", actor="op.wang")
-    policy = tmp_path / "people.yaml"
-    policy.write_text(PEOPLE_POLICY, encoding="utf-8")
-    accept(settings, store, "people", actor="op.li", policy=str(policy))
+    live = _accepted_after_first_read(settings, store, tmp_path, clock)
     assert "people" not in datasets.current(live)  # younger than MISS_SECONDS: served as it is
     clock.now = datasets.MISS_SECONDS
     assert "people" in datasets.current(live)
