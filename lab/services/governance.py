@@ -367,6 +367,7 @@ class Governance:
             )
         kept = {k: validate.optional(checks[k], v, k) for k, v in filters.items()}
         kept = {k: v for k, v in kept.items() if v is not None}
+        validate.span(kept.get("since"), kept.get("until"))
         if isinstance(limit, bool) or not isinstance(limit, int):
             limit = validate.ident(limit, "limit")
         records = self.ledger.records(**kept, newest_first=True, limit=max(1, min(limit, 5000)))
@@ -391,7 +392,8 @@ class Governance:
 
     def package(self, caller: Caller, since: datetime | None, until: datetime | None) -> dict[str, Any]:
         caller.require("auditor")
-        return auditpkg.package(self.ledger, validate.moment(since, "since"), validate.moment(until, "until"))
+        start, end = validate.span(validate.moment(since, "since"), validate.moment(until, "until"))
+        return auditpkg.package(self.ledger, start, end)
 
     # --- events from outside ----------------------------------------------------------
 
