@@ -358,7 +358,9 @@ def router(console: Console) -> APIRouter:
             "auditor",
             session,
             verification=gov.verify(who),
-            chart=budget_chart(gov.spending(who, period), title=t("chart"), empty=t("no_data")),
+            chart=budget_chart(
+                gov.spending(who, period, ZONE), title=f"{t('chart')} (Asia/Shanghai)", empty=t("no_data")
+            ),
             flags=gov.flags(who),
             risk_reports=gov.risk_reports(who),
             filters=filters,

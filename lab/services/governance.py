@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from lab import access, auditpkg, riskreports, suspicious, validate
@@ -377,10 +377,11 @@ class Governance:
         caller.require("auditor")
         return self.ledger.verify().as_dict()
 
-    def spending(self, caller: Caller, period: str = "day") -> list[dict[str, Any]]:
+    def spending(self, caller: Caller, period: str = "day", zone: tzinfo = UTC) -> list[dict[str, Any]]:
+        """ε spent per period; periods are days or hours of ``zone`` (the console's: the lab's)."""
         caller.require("auditor")
         period = validate.choice(period, "period", ("hour", "day", "month"))
-        return [vars(p) for p in self.ledger.spending(period=period)]
+        return [vars(p) for p in self.ledger.spending(period=period, zone=zone)]
 
     def flags(self, caller: Caller, days: float = 30) -> list[dict[str, Any]]:
         caller.require("auditor")

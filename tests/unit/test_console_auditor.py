@@ -44,7 +44,7 @@ class Gov:
     def verify(self, who: Caller) -> dict[str, Any]:
         return {"ok": True, "message": "ok"}
 
-    def spending(self, who: Caller, period: str) -> list[dict[str, Any]]:
+    def spending(self, who: Caller, period: str, zone: Any = None) -> list[dict[str, Any]]:
         return []
 
     def flags(self, who: Caller) -> list[dict[str, Any]]:
