@@ -329,14 +329,21 @@ class PendingQuery:
         budget = p["budget"]
         accuracy = ", ".join(f"{n['statistic']} ±{n['accuracy']:.4g}" for n in p["noise"])
         cost = f"ε={p['epsilon']:g}" + (f", δ={p['delta']:g}" if p["delta"] else "")
-        after = budget["epsilon_remaining"] - p["epsilon"]
+        left, asked = budget["epsilon_remaining"], p["epsilon"]
+        total = budget.get("epsilon")
+        of = f" of {total:g}" if isinstance(total, int | float) else ""
+        of_zh = f"（共 {total:g}）" if of else ""
         lines = [
             f"DP query (not yet run / 尚未执行): {p['query']}",
             f"  cost 花费: {cost};  accuracy 95% 精度: {accuracy}",
-            f"  budget 预算: ε {budget['epsilon_remaining']:g} left → {after:g} after release()",
         ]
-        if not p["affordable"]:
-            lines.append("  ✗ not enough budget left / 剩余预算不足")
+        if asked > left or not p["affordable"]:
+            lines.append(
+                f"  ✗ budget: ε {asked:g} exceeds what is left (ε {left:g}{of}); release() will be refused "
+                f"/ 预算不足：所需 ε {asked:g} 超过剩余的 ε {left:g}{of_zh}，release() 将被拒绝"
+            )
+        else:
+            lines.append(f"  budget 预算: ε {left:g}{of} left 剩余 → {left - asked:g} after release() 执行后")
         lines += [f"  note: {n}" for n in p["notes"]]
         return "\n".join(lines)
 

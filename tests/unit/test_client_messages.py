@@ -1,5 +1,9 @@
-"""``lab.extract()`` when the object store refuses: our own error in 中文 and English, naming the
-dataset and what to do, never minio's ``S3Error``, its response body or request ids."""
+"""What the analyst's client says.
+
+``lab.extract()`` when the object store refuses: our own error in 中文 and English, naming the
+dataset and what to do, never minio's ``S3Error``, its response body or request ids. A query's
+preview when it asks for more ε than is left.
+"""
 
 from __future__ import annotations
 
@@ -61,3 +65,24 @@ def test_a_refusal_from_the_store_is_a_lab_error_naming_the_dataset(
     assert "people" in error.message and all(w in error.message for w in words)
     for leaked in ("AKIA", "REQ-1234", "HOST-99", "<Error>"):
         assert leaked not in error.message and leaked not in error.detail
+
+
+def _preview(asked: float, left: float, affordable: bool) -> str:
+    pending = client.PendingQuery.__new__(client.PendingQuery)
+    pending._preview = {
+        "query": "mean(income)",
+        "epsilon": asked,
+        "delta": 0,
+        "noise": [{"statistic": "mean", "accuracy": 1.5}],
+        "budget": {"epsilon": 10.0, "epsilon_remaining": left},
+        "affordable": affordable,
+        "notes": [],
+    }
+    return repr(pending)
+
+
+def test_a_preview_asking_more_than_is_left_says_so_instead_of_a_negative_remainder() -> None:
+    shown = _preview(asked=47.25, left=2.0, affordable=False)
+    assert "-45.25" not in shown
+    assert "exceeds what is left (ε 2 of 10)" in shown and "超过剩余的 ε 2（共 10）" in shown
+    assert "→ 1 after release()" in _preview(asked=1.0, left=2.0, affordable=True)
