@@ -183,8 +183,27 @@ class Connection:
         """
         org = self.me().get("org")
         if not org:
-            raise AccessDenied("You belong to no organisation, so no extract is built for you.")
-        s3, bucket = self._s3(), layout.EXTRACTS_BUCKET
+            raise AccessDenied(
+                "You belong to no organisation, so no extract is built for you. "
+                "/ 您不属于任何机构，因此没有为您生成的数据。"
+            )
+        from minio.error import MinioException, S3Error
+
+        try:
+            return self._extract(self._s3(), org, dataset, kind, table)
+        except S3Error as exc:
+            raise _s3_error(exc, dataset) from None
+        except MinioException as exc:  # e.g. the token was not exchanged for storage credentials
+            raise LabError(
+                f"The object store refused the request for {dataset!r} ({type(exc).__name__}); "
+                "log in again and retry, or tell the bureau. "
+                "/ 对象存储拒绝了请求，请重新登录后重试或联系数据局。",
+                detail=type(exc).__name__,
+                reason="storage",
+            ) from None
+
+    def _extract(self, s3: Any, org: str, dataset: str, kind: str, table: str | None) -> Any:
+        bucket = layout.EXTRACTS_BUCKET
 
         def read(name: str) -> bytes:
             response = s3.get_object(bucket, name)
@@ -212,7 +231,10 @@ class Connection:
             tables = {Path(name).stem: name for name in manifest["files"] if name.endswith(".parquet")}
             if table is not None:
                 if table not in tables:
-                    raise NotFound(f"No table {table!r} in this extract; it has {', '.join(sorted(tables))}.")
+                    raise NotFound(
+                        f"No table {table!r} in this extract; it has {', '.join(sorted(tables))}. "
+                        f"/ 该数据中没有表 {table}，现有：{'、'.join(sorted(tables))}。"
+                    )
                 return pl.read_parquet(io.BytesIO(read(f"{version}{tables[table]}")))
             return {
                 name: pl.read_parquet(io.BytesIO(read(f"{version}{file}"))) for name, file in tables.items()
@@ -221,6 +243,34 @@ class Connection:
             f"No {kind} extract of {dataset!r} has been built for {org}. "
             f"/ 尚未为贵机构生成 {dataset} 的 {kind} 数据。"
         )
+
+
+def _s3_error(exc: Any, dataset: str) -> LabError:
+    """The object store's refusal (a minio ``S3Error``) as our own error, naming the dataset and
+    what to do; only the error's code is kept (never the response body, keys or request ids)."""
+    code = str(getattr(exc, "code", "") or "")
+    if code in ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "ExpiredToken"):
+        return AccessDenied(
+            f"Your organisation holds no extract of {dataset!r} (the store refused access). Apply for "
+            "the dataset in the console, or check that your grant is active. "
+            f"/ 贵机构没有 {dataset} 的数据（存储拒绝访问）。请在控制台申请该数据集，或确认授权仍然有效。",
+            detail=f"S3 {code} on {dataset}",
+            reason="no-extract-access",
+        )
+    if code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
+        return NotFound(
+            f"No extract of {dataset!r} was found; check the name with lab.datasets(). "
+            f"/ 找不到 {dataset} 的数据，请用 lab.datasets() 核对名称。",
+            detail=f"S3 {code} on {dataset}",
+            reason="no-such-extract",
+        )
+    label = code if code.isascii() and code.isalnum() and len(code) <= 40 else "?"
+    return LabError(
+        f"The object store could not read the extract of {dataset!r} (code {label}); try again, or "
+        f"tell the bureau. / 对象存储无法读取 {dataset} 的数据（代码 {label}），请重试或联系数据局。",
+        detail=f"S3 {label} on {dataset}",
+        reason="storage",
+    )
 
 
 class QueryBuilder:
@@ -279,14 +329,21 @@ class PendingQuery:
         budget = p["budget"]
         accuracy = ", ".join(f"{n['statistic']} ±{n['accuracy']:.4g}" for n in p["noise"])
         cost = f"ε={p['epsilon']:g}" + (f", δ={p['delta']:g}" if p["delta"] else "")
-        after = budget["epsilon_remaining"] - p["epsilon"]
+        left, asked = budget["epsilon_remaining"], p["epsilon"]
+        total = budget.get("epsilon")
+        of = f" of {total:g}" if isinstance(total, int | float) else ""
+        of_zh = f"（共 {total:g}）" if of else ""
         lines = [
             f"DP query (not yet run / 尚未执行): {p['query']}",
             f"  cost 花费: {cost};  accuracy 95% 精度: {accuracy}",
-            f"  budget 预算: ε {budget['epsilon_remaining']:g} left → {after:g} after release()",
         ]
-        if not p["affordable"]:
-            lines.append("  ✗ not enough budget left / 剩余预算不足")
+        if asked > left or not p["affordable"]:
+            lines.append(
+                f"  ✗ budget: ε {asked:g} exceeds what is left (ε {left:g}{of}); release() will be refused "
+                f"/ 预算不足：所需 ε {asked:g} 超过剩余的 ε {left:g}{of_zh}，release() 将被拒绝"
+            )
+        else:
+            lines.append(f"  budget 预算: ε {left:g}{of} left 剩余 → {left - asked:g} after release() 执行后")
         lines += [f"  note: {n}" for n in p["notes"]]
         return "\n".join(lines)
 

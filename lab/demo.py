@@ -52,6 +52,7 @@ DEMO_ORGANISATIONS = (
 
 PEOPLE = (
     Person("op.wang", "Wang", "Lei", "operator"),
+    Person("op.li", "Li", "Qiang", "operator"),  # a second operator: a second pair of eyes
     Person("audit.zhao", "Zhao", "Min", "auditor"),
     Person("li.na", "Li", "Na", "analyst", "qilu-energy"),
     Person("zhang.wei", "Zhang", "Wei", "analyst", "qilu-energy"),

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lab.errors import ConfigError
+from lab.localtime import local_time
 
 MAX_ID = 2**31 - 1
 MAX_INT = 2**63 - 1
@@ -206,6 +207,18 @@ def moment(value: Any, field: str) -> datetime | None:
             "必须是 ISO 8601 日期时间，例如 2026-01-31T08:00:00Z",
             value,
         ) from None
+
+
+def span(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
+    """A time range whose start is not after its end; InvalidInput naming both ends if reversed."""
+    if since is not None and until is not None and since > until:
+        start, end = local_time(since), local_time(until)
+        raise InvalidInput(
+            "since/until",
+            f"the start {start} is after the end {end}; swap them",
+            f"开始时间 {start} 晚于结束时间 {end}，请交换两者",
+        )
+    return since, until
 
 
 def choice(value: Any, field: str, allowed: tuple[str, ...]) -> str:

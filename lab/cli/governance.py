@@ -2,8 +2,9 @@
 
 ``lab.cli.main.build_parser`` calls :func:`add_parsers`. These verbs run on the bureau's
 server, against the ledger and MinIO directly (no web login): ``--as`` names the
-operator who acts, and the same rules apply as in the console (nobody decides their own
-application; approvals and revocations re-provision MinIO at once).
+operator who acts, which ``lab.cli.main`` checks in Keycloak before the verb runs (an enabled
+account with the operator role, never any name), and the same rules apply as in the console
+(nobody decides their own application; approvals and revocations re-provision MinIO at once).
 
 Exit codes: 0 done (``audit verify``: the log is intact), 1 the log is broken or an
 operation was refused, 2 a bad argument.

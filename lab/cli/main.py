@@ -418,13 +418,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_extract_trace)
     add_governance_parsers(sub)
     add_org_parsers(sub)
+    _mark_operator_options(parser)
     return parser
+
+
+def _mark_operator_options(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command with an ``--as`` option, now or added later, checks the name it gets."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _mark_operator_options(child)
+        elif "--as" in action.option_strings:
+            parser.set_defaults(operator_as=action.dest)
+
+
+def checked_operator(args: argparse.Namespace, directory: Any) -> None:
+    """``--as`` must name an enabled operator in Keycloak now (AccessDenied otherwise), never any
+    name: the audit log records who acted, so a free name would let anyone act as anyone."""
+    from lab.services.onboarding import require_operator
+
+    dest = getattr(args, "operator_as", None)
+    if dest:
+        setattr(args, dest, require_operator(directory, getattr(args, dest)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
+        if getattr(args, "operator_as", None):
+            from lab.directory import Directory
+
+            checked_operator(args, Directory(settings, ttl=0))
         return int(args.func(args, settings))
     except LabError as exc:
         print(f"datalab: error: {exc.message}", file=sys.stderr)

@@ -35,6 +35,7 @@ from lab.gateway.sessions import FLOW_COOKIE, LANG_COOKIE, SESSION_COOKIE, SESSI
 from lab.ledger import Kind
 from lab.localtime import ZONE, local_time
 from lab.services.governance import Governance
+from lab.validate import InvalidInput
 
 KINDS = sorted(
     {v for k, v in vars(Kind).items() if k.isupper()}
@@ -50,6 +51,18 @@ _TEMPLATES = Environment(
     autoescape=select_autoescape(["html"]),
 )
 _TEMPLATES.filters["local"] = local_time
+CELL_CHARS = 80  # a table cell shows at most this much of a value …
+TITLE_CHARS = 1000  # … and its tooltip at most this much (the full value is in the audit package)
+
+
+def clip(value: Any, limit: int = CELL_CHARS) -> str:
+    """A value shortened for a table cell (``…`` marks the cut)."""
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_TEMPLATES.filters["clip"] = clip
+_TEMPLATES.globals["TITLE_CHARS"] = TITLE_CHARS
 
 
 def _naive(value: str) -> bool:
@@ -323,13 +336,19 @@ def router(console: Console) -> APIRouter:
             moment = moment.replace(tzinfo=ZONE).astimezone(UTC)
         return moment
 
-    @pages.get("/auditor")
-    def auditor_page(request: Request, session: Auditor, period: str = "day") -> Response:
+    def _auditor(
+        request: Request, session: Session, period: str, status: int = 200, error: str = ""
+    ) -> Response:
         who, lang = session.caller, console.lang(request)
         t = i18n.translator(lang)
-        filters = _filters(request)
-        query = {**filters, "since": _time(filters["since"]), "until": _time(filters["until"])}
-        records = gov.search(who, query, limit=300)
+        filters = _filters(request)  # shown back in the form as typed, also when refused
+        records: list[dict[str, Any]] = []
+        try:
+            since, until = validate.span(_time(filters["since"]), _time(filters["until"]))
+            if not error:
+                records = gov.search(who, {**filters, "since": since, "until": until}, limit=300)
+        except InvalidInput as exc:  # a 400 page saying what was wrong, never a 500
+            status, error = 400, exc.message
         for record in records:
             record["summary"] = summary(record["details"])
         period = period if period in ("day", "hour") else "day"
@@ -339,18 +358,30 @@ def router(console: Console) -> APIRouter:
             "auditor",
             session,
             verification=gov.verify(who),
-            chart=budget_chart(gov.spending(who, period), title=t("chart"), empty=t("no_data")),
+            chart=budget_chart(
+                gov.spending(who, period, ZONE), title=f"{t('chart')} (Asia/Shanghai)", empty=t("no_data")
+            ),
             flags=gov.flags(who),
             risk_reports=gov.risk_reports(who),
             filters=filters,
             records=records,
             kinds=KINDS,
             period=period,
+            status=status,
+            refused=error,
         )
 
+    @pages.get("/auditor")
+    def auditor_page(request: Request, session: Auditor, period: str = "day") -> Response:
+        return _auditor(request, session, period)
+
     @pages.get("/auditor/package")
-    def package(session: Auditor, since: str = "", until: str = "") -> Response:
-        body = gov.package(session.caller, _time(since), _time(until))
+    def package(request: Request, session: Auditor, since: str = "", until: str = "") -> Response:
+        try:
+            start, end = validate.span(_time(since), _time(until))
+        except InvalidInput as exc:
+            return _auditor(request, session, "day", 400, exc.message)
+        body = gov.package(session.caller, start, end)
         data = json.dumps(body, ensure_ascii=False, indent=2).encode()
         return attachment(f"audit-package-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json", data)
 

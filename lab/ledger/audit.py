@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import select
@@ -88,11 +88,12 @@ def select_spending(
     since: datetime | None = None,
     until: datetime | None = None,
     period: str = "day",
+    zone: tzinfo = UTC,
 ) -> list[SpendPoint]:
     """Budget spent per (period, organisation, dataset), from settled reservations.
 
     Grouping by period happens here rather than in SQL so that SQLite and PostgreSQL
-    agree exactly (periods are UTC).
+    agree exactly (periods are days or hours of ``zone``; stored times are UTC).
     """
     if period not in PERIODS:
         raise ConfigError(
@@ -112,9 +113,11 @@ def select_spending(
         query = query.where(r.settled_at >= since)
     if until is not None:
         query = query.where(r.settled_at < until)
+    fmt = PERIODS[period] if zone is UTC else PERIODS[period].replace("Z", "%z")  # an hour names its zone
     totals: dict[tuple[str, str, str], list[int]] = {}
     for row in conn.execute(query):
-        key = (row.settled_at.strftime(PERIODS[period]), row.organisation, row.dataset)
+        settled = row.settled_at if row.settled_at.tzinfo else row.settled_at.replace(tzinfo=UTC)
+        key = (settled.astimezone(zone).strftime(fmt), row.organisation, row.dataset)
         acc = totals.setdefault(key, [0, 0, 0])
         acc[0] += row.epsilon_units
         acc[1] += row.delta_units

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Self
 
 from sqlalchemy import select
@@ -218,9 +218,16 @@ class LedgerCore:
         since: datetime | None = None,
         until: datetime | None = None,
         period: str = "day",
+        zone: tzinfo = UTC,
     ) -> list[SpendPoint]:
-        """Budget spent per organisation and dataset per ``period`` (hour, day, month), UTC."""
+        """Budget spent per organisation and dataset per ``period`` (hour, day, month) of ``zone``."""
         with read_tx(self._engine) as conn:
             return audit_q.select_spending(
-                conn, organisation=organisation, dataset=dataset, since=since, until=until, period=period
+                conn,
+                organisation=organisation,
+                dataset=dataset,
+                since=since,
+                until=until,
+                period=period,
+                zone=zone,
             )

@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from lab import access, auditpkg, riskreports, suspicious, validate
@@ -375,6 +375,7 @@ class Governance:
             )
         kept = {k: validate.optional(checks[k], v, k) for k, v in filters.items()}
         kept = {k: v for k, v in kept.items() if v is not None}
+        validate.span(kept.get("since"), kept.get("until"))
         if isinstance(limit, bool) or not isinstance(limit, int):
             limit = validate.ident(limit, "limit")
         records = self.ledger.records(**kept, newest_first=True, limit=max(1, min(limit, 5000)))
@@ -384,10 +385,11 @@ class Governance:
         caller.require("auditor")
         return self.ledger.verify().as_dict()
 
-    def spending(self, caller: Caller, period: str = "day") -> list[dict[str, Any]]:
+    def spending(self, caller: Caller, period: str = "day", zone: tzinfo = UTC) -> list[dict[str, Any]]:
+        """ε spent per period; periods are days or hours of ``zone`` (the console's: the lab's)."""
         caller.require("auditor")
         period = validate.choice(period, "period", ("hour", "day", "month"))
-        return [vars(p) for p in self.ledger.spending(period=period)]
+        return [vars(p) for p in self.ledger.spending(period=period, zone=zone)]
 
     def flags(self, caller: Caller, days: float = 30) -> list[dict[str, Any]]:
         caller.require("auditor")
@@ -399,7 +401,8 @@ class Governance:
 
     def package(self, caller: Caller, since: datetime | None, until: datetime | None) -> dict[str, Any]:
         caller.require("auditor")
-        return auditpkg.package(self.ledger, validate.moment(since, "since"), validate.moment(until, "until"))
+        start, end = validate.span(validate.moment(since, "since"), validate.moment(until, "until"))
+        return auditpkg.package(self.ledger, start, end)
 
     # --- events from outside ----------------------------------------------------------
 

@@ -112,8 +112,10 @@ def require_operator(directory: Any, name: str) -> str:
     person = directory.person(name)
     if person is None or not person.enabled or OPERATOR not in person.roles:
         raise AccessDenied(
-            f"{name!r} is not an enabled operator in Keycloak; only operators manage organisations "
-            f"/ {name} 不是统一身份认证中的有效运营人员，只有运营人员可以管理机构",
+            f"{name!r} is not an enabled operator in Keycloak; name your own operator account with --as "
+            f"(an administrator gives it the operator role in Keycloak) "
+            f"/ {name} 不是统一身份认证中的有效运营人员，请用 --as 填写您本人的运营人员账号"
+            f"（由管理员在统一身份认证中授予运营人员角色）",
             reason="not-operator",
         )
     return str(person.username)

@@ -13,7 +13,7 @@ from lab.settings import Settings, load_settings
 from tests.unit.test_discovery import _resident_id
 from tests.unit.test_discovery import _write_csv as write_csv
 
-__all__ = ["Audit", "rows", "settings_fixture", "store_fixture", "write_csv"]
+__all__ = ["Audit", "Operators", "rows", "settings_fixture", "store_fixture", "write_csv"]
 
 
 @pytest.fixture(name="settings")
@@ -61,3 +61,17 @@ def entries(settings: Settings, store: DirStore) -> list[dict]:
     from lab.registry.listing import catalogue
 
     return catalogue(imported_policies(store, negative_list(settings) or NegativeList()), store)
+
+
+class Operators:
+    """Keycloak at the CLI's boundary (``lab.directory.Directory``): ``op.*`` are enabled operators."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def person(self, username: str) -> Any:
+        from lab.directory import Person
+
+        if not username.startswith("op."):
+            return None
+        return Person(username, username, True, frozenset(), frozenset({"operator"}))

@@ -16,7 +16,7 @@ from lab.ingest import DirStore, accept, import_source, manifests, sources
 from lab.ingest import cli as ingest_cli
 from lab.ingest.frames import conform, infer
 from lab.settings import Settings
-from tests.unit.ingest_support import Audit, entries, settings_fixture, store_fixture  # noqa: F401  (fixtures)
+from tests.unit.ingest_support import Audit, Operators, entries, settings_fixture, store_fixture  # noqa: F401  (fixtures)
 from tests.unit.ingest_support import rows as _rows
 from tests.unit.ingest_support import write_csv as _csv
 
@@ -316,6 +316,7 @@ def test_cli_import_and_accept(
     audit = Audit()
     monkeypatch.setenv("DATALAB_HOME", str(settings.home))
     monkeypatch.setattr(ingest_cli, "store_and_audit", lambda s: (store, audit))
+    monkeypatch.setattr("lab.directory.Directory", Operators)  # '--as' is checked in Keycloak
     path = _csv(tmp_path / "people.csv", _rows(60))
     assert cli.main(["dataset", "import", str(path), "--name", "people", "--as", "op.wang"]) == 0
     out = capsys.readouterr().out

@@ -500,3 +500,16 @@ def test_unsupported_database_url_is_a_config_error() -> None:
         Ledger("mysql://localhost/ledger")
     with pytest.raises(ConfigError, match="needs an SQLite file"):
         Ledger("sqlite://")
+
+
+def test_spending_periods_are_days_of_the_lab_zone_when_asked(ledger: Ledger, clock: FakeClock) -> None:
+    """The auditor's chart counts Beijing days: a spend late on a UTC day is the next day there."""
+    from lab.localtime import ZONE
+
+    grant = make_grant(ledger)
+    now = clock()
+    clock.advance(timedelta(hours=23 - now.hour, minutes=30 - now.minute))  # 23:30 UTC
+    ledger.commit(ledger.reserve(grant.id, 0.1, actor="alice"))
+    assert [p.period for p in ledger.spending()] == ["2030-01-01"]
+    assert [p.period for p in ledger.spending(zone=ZONE)] == ["2030-01-02"]
+    assert [p.period for p in ledger.spending(zone=ZONE, period="hour")] == ["2030-01-02T07:00+0800"]
