@@ -39,7 +39,6 @@ from lab.masking.transform import (
 )
 from lab.policy import Policy, require_release
 from lab.risk import RiskReport, measure, plan_households, plan_trajectories, refuse_if_exceeded
-from lab.risk.measures import member_tuple
 from lab.risk.protect import generalise_trajectories, suppress_households
 
 
@@ -144,7 +143,6 @@ class _Plan:
                 self.keys,
                 policy.k,
                 purpose,
-                self.raw_allowed.select(member_tuple(self.keys), pl.col("__units").alias("__f")),
             )
         )
         self.trajectories = (

@@ -110,9 +110,15 @@ class OrgKey:
         return _derive(self.secret, "mark")
 
 
+def _large_strings(array: pa.Array) -> pa.Array:
+    """``array`` as Arrow large strings. Polars hands text over as large strings already, and a
+    cast would import ``pyarrow.compute`` (tens of milliseconds in a fresh process)."""
+    return array if array.type == pa.large_string() else array.cast(pa.large_string())
+
+
 def _string_matrix(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Encode strings as ``len (8 bytes LE) || bytes || zero pad``: the matrix and block counts."""
-    array = array.cast(pa.large_string())
+    array = _large_strings(array)
     rows = len(array)
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + rows + 1]
     data_buffer = array.buffers()[2]
@@ -155,7 +161,9 @@ def letters(raw: np.ndarray, valid: np.ndarray | None) -> pl.Series:
     rows, width = raw.shape
     out = _LETTER_PAIRS[raw].view(np.uint8).reshape(rows, 2 * width)
     offsets = np.arange(0, (rows + 1) * 2 * width, 2 * width, dtype=np.int64)
-    validity = None if valid is None else pa.array(valid, type=pa.bool_()).buffers()[1]
+    # Arrow's validity bitmap, least significant bit first (``pa.array`` on a NumPy array would
+    # import pandas: over 0.1 s in a fresh process)
+    validity = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
     array = pa.LargeStringArray.from_buffers(
         rows, pa.py_buffer(offsets), pa.py_buffer(out), validity, null_count=-1 if valid is not None else 0
     )
@@ -169,7 +177,7 @@ def unletters(values: pl.Series) -> np.ndarray:
     array = values.to_arrow()
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    array = array.cast(pa.large_string())
+    array = _large_strings(array)
     start = int(np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset])
     size = len(array) * PSEUDONYM_LETTERS
     raw = np.frombuffer(array.buffers()[2], dtype=np.uint8)[start : start + size]

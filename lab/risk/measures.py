@@ -225,7 +225,12 @@ class HouseholdRisk:
 
 
 def household_table(
-    sample: Frame, household: str, keys: Sequence[str], classes: pl.DataFrame | None = None
+    sample: Frame,
+    household: str,
+    keys: Sequence[str],
+    classes: pl.DataFrame | None = None,
+    *,
+    sdc: bool = True,
 ) -> pl.DataFrame:
     """Per household of ``sample`` (sums only): key, signature, size and sdcMicro's household
     risk ``1 - prod(1 - 1/f_i)`` (as ``1 - exp(sum log(1 - 1/f_i))``; 1 with a unique member).
@@ -235,6 +240,7 @@ def household_table(
     at most ``HOUSEHOLD_PART_ROWS`` rows by household key (a group-by's memory grows with its
     groups, and these are millions). ``classes`` maps each member tuple (``__t``) to its class
     size ``__f`` in the release; by default it is counted among the rows with a household link.
+    ``sdc=False`` leaves out ``__h`` (and so the class sizes): what a plan needs, signatures only.
     """
     keys = list(keys)
     narrow = (
@@ -243,7 +249,7 @@ def household_table(
         .select(household_key(household), member_tuple(keys))
         .collect(engine="streaming")
     )
-    if classes is None:
+    if classes is None and sdc:
         classes = narrow.group_by("__t").agg(pl.len().alias("__f"))
     parts = max(1, -(-narrow.height // HOUSEHOLD_PART_ROWS))
     rows = narrow.lazy()
@@ -259,8 +265,20 @@ def household_table(
 HOUSEHOLD_PART_ROWS = 2_500_000
 
 
-def _household_part(rows: pl.LazyFrame, household: str, classes: pl.DataFrame) -> pl.DataFrame:
-    """The ``household_table`` columns but the signature counts, for the households in ``rows``."""
+def _household_part(rows: pl.LazyFrame, household: str, classes: pl.DataFrame | None) -> pl.DataFrame:
+    """The ``household_table`` columns but the signature counts, for the households in ``rows``
+    (without ``__h`` when ``classes`` is None)."""
+    if classes is None:
+        return (
+            rows.group_by(household)
+            .agg(
+                pl.col("__t").sum().alias("__s1"),
+                pl.col("__t").hash(_SEED + 1).sum().alias("__s2"),
+                pl.len().alias("__size"),
+            )
+            .select(household, _signature(), "__size")
+            .collect(engine="streaming")
+        )
     f = pl.col("__f").fill_null(1)
     return (
         rows.join(classes.lazy().select("__t", "__f"), on="__t", how="left")

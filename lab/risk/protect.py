@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from lab.policy import HouseholdLink, Longitudinal
-from lab.risk.measures import HouseholdRisk, household_key, household_risk_of, household_table, spell_paths
+from lab.risk.measures import household_key, household_table, spell_paths
 
 _EVERY = {"quarter": "3mo", "half": "6mo", "year": "1y"}
 
@@ -43,7 +43,6 @@ class HouseholdPlan:
     why: str  # "purpose allowed" / "purpose not allowed: ..." for the report
     households: int = 0
     suppressed: pl.DataFrame = field(default_factory=pl.DataFrame, repr=False)  # household_key values
-    risk: HouseholdRisk | None = None  # of the households released (their signatures reach k)
 
     @property
     def households_suppressed(self) -> int:
@@ -56,21 +55,17 @@ def plan_households(
     keys: Sequence[str],
     k: int,
     purpose: str | None,
-    classes: pl.DataFrame | None = None,
 ) -> HouseholdPlan:
-    """Whether the household link is released, the households whose link is suppressed, and
-    the household risk of those released (suppressing whole signature classes leaves the
-    others' counts unchanged, so it is the risk the written extract has).
-
-    ``classes``: member tuple → class size of the release (see ``household_table``).
+    """Whether the household link is released and the households whose link is suppressed
+    (suppressing whole signature classes leaves the others' counts unchanged). The household
+    risk is measured on the written extract (``lab.risk.report.measure``), not here.
     """
     if not link.allowed(purpose):
         allowed = ", ".join(link.purposes) or "none"
         return HouseholdPlan(link.column, False, f"purpose not allowed (policy allows: {allowed})")
-    table = household_table(values, link.column, keys, classes)
+    table = household_table(values, link.column, keys, sdc=False)
     below = table.filter(pl.col("__g") < k)
-    risk = household_risk_of(table.filter(pl.col("__g") >= k), k)
-    return HouseholdPlan(link.column, True, "purpose allowed", table.height, below.select(link.column), risk)
+    return HouseholdPlan(link.column, True, "purpose allowed", table.height, below.select(link.column))
 
 
 def suppress_households(lazy: pl.LazyFrame, plan: HouseholdPlan) -> pl.LazyFrame:
