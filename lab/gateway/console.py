@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -329,6 +330,11 @@ def router(console: Console) -> APIRouter:
         q = request.query_params
         return {k: q.get(k) or None for k in ("organisation", "actor", "dataset", "kind", "since", "until")}
 
+    def _plain(value: str | None) -> str | None:
+        if value is None or len(value) > 200:
+            return None
+        return None if any(unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs") for c in value) else value
+
     def _time(value: str | None) -> datetime | None:
         """A filter's time; one without a zone (the form's datetime-local) is Beijing time, as shown."""
         moment = validate.moment(value, "since/until")  # a 400 naming the format, never a 500
@@ -349,6 +355,8 @@ def router(console: Console) -> APIRouter:
                 records = gov.search(who, {**filters, "since": since, "until": until}, limit=300)
         except InvalidInput as exc:  # a 400 page saying what was wrong, never a 500
             status, error = 400, exc.message
+        if error:  # typed values are kept, but never one the refusal is about (control, bidi, huge)
+            filters = {k: _plain(v) for k, v in filters.items()}
         for record in records:
             record["summary"] = summary(record["details"])
         period = period if period in ("day", "hour") else "day"

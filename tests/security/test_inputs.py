@@ -154,6 +154,17 @@ def assert_refused(response: httpx.Response, value: str | None = None) -> dict[s
     return dict(error)
 
 
+def assert_page_refused(response: httpx.Response, value: str | None = None) -> None:
+    """A console page refusing its query: a 400 page naming what was wrong in both languages."""
+    assert response.status_code == 400, (response.status_code, response.text[:300])
+    refusal = re.search(r'id="search-error"[^>]*>(.*?)</div>', response.text, re.S)
+    assert refusal is not None, response.text[:300]
+    message = refusal.group(1)
+    assert _CJK.search(message) and re.search(r"[A-Za-z]{4}", message), message
+    if value is not None:
+        assert value[:64] not in response.text, "the refusal repeats the bad value"
+
+
 def assert_nothing_changed(
     book: Ledger, before: dict[str, Any], head: int, *values: str
 ) -> list[AuditRecord]:
@@ -356,9 +367,9 @@ def test_console_forms_and_filters_refuse_bad_input(lab: Settings, book: Ledger)
             f"actor={BAD_NAMES['rtl-override']}",
         ):
             response = auditor.get(f"{base}/auditor?{query}", follow_redirects=False)
-            assert_refused(response, BAD_NAMES["rtl-override"])
+            assert_page_refused(response, BAD_NAMES["rtl-override"])
         response = auditor.get(f"{base}/auditor/package?since=not-a-time", follow_redirects=False)
-        assert_refused(response)
+        assert_page_refused(response)
         token = csrf(analyst.get(f"{base}/analyst").text)
         for form in (
             {"dataset": BAD_NAMES["100-kb"], "purpose": "x"},
