@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from lab import storage
+from lab import access, storage
 from lab.extracts import ledger as open_ledger
 from lab.extracts import versions
 from lab.ledger import Ledger
@@ -51,8 +51,11 @@ def grant(lab_stack: Settings) -> Iterator[tuple[Ledger, int]]:
             expires_at=datetime.now(UTC) + timedelta(days=1),
             approved_by="op.wang",
         )
+        provisioner = access.Provisioner(lab_stack, book)
+        provisioner.provision()  # as an approval does at once (the gateway's sweep would, within 15 s)
         yield book, made.id
         book.revoke(made.id, by="op.wang", reason="test done")
+        provisioner.provision()
 
 
 def _objects(settings: Settings) -> set[str]:
