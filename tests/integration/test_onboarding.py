@@ -7,7 +7,8 @@ server the test starts (without a policy: a draft, published by ``dataset accept
 gateway knows both without a restart. The analyst logs in, finds them in the catalogue, applies
 for one, is granted by the operator, runs a DP query and loads the masked extract built for the
 grant with their own STS credentials. In Chromium, the operator finds both registers in the
-console's catalogue and the analyst applies from it. Names are unique per run; records are
+console's catalogue and the analyst applies from it, imports a CSV and a PostgreSQL table on the
+console's import page, and adds an organisation on its organisations page. Names are unique per run; records are
 never deleted.
 """
 
@@ -411,6 +412,58 @@ def test_the_operator_imports_a_csv_and_a_postgresql_table_in_the_console(
     approved = datalab("application", "approve", str(applied.json()["id"]), "--as", OPERATOR)
     assert approved.returncode == 0, approved.stderr
     query = {"dataset": upload_name, "aggregate": {"kind": "count"}, "epsilon": 0.1,
+             "group_by": {"columns": ["district"]}}  # fmt: skip
+    released = httpx.post(f"{api(lab_stack)}/queries", headers=headers, json=query)
+    assert released.status_code == 200, released.text
+    assert {r["district"] for r in released.json()["rows"]} == set(DISTRICTS)
+
+
+def test_the_operator_adds_an_organisation_in_the_console_and_its_analyst_queries(
+    lab_stack: Settings,
+    registers: dict[str, Any],
+    browser: Browser,  # noqa: F811
+) -> None:
+    """Onboarding through the console (Chromium): the operator adds the organisation on the
+    organisations page; Keycloak and MinIO follow; its analyst, joined in Keycloak, is granted the
+    imported register and runs a DP query."""
+    tag = secrets.token_hex(3)
+    org_id, user = f"console-org-{tag}", f"an.co{tag}"
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        console_login(page, lab_stack, OPERATOR, "operator")
+        page.goto(f"{lab_stack.hub_url}/services/gateway/console/operator/organisations")
+        page.fill("#add-org input[name=id]", org_id)
+        page.fill("#add-org input[name=name_zh]", "控制台测试数据有限公司")
+        page.fill("#add-org input[name=name_en]", "Console Test Data Co.")
+        page.fill("#add-org input[name=credit_code]", credit_code())
+        page.select_option("#add-org select[name=kind]", "research")
+        page.fill("#add-org input[name=contact]", "Data office / 数据办")
+        page.click("#add-org button[type=submit]")
+        page.wait_for_selector("#flash")
+        assert page.locator(f"#org-{org_id}").get_attribute("data-status") == "active"
+    finally:
+        context.close()
+    create_analyst(lab_stack, user)
+    joined = datalab("org", "add-user", org_id, user, "--as", OPERATOR)
+    assert joined.returncode == 0, joined.stderr
+    claims = kct.claims(kct.access_token(lab_stack, user))
+    assert claims["org"] == org_id and f"extracts-read-{org_id}" in claims["policy"]
+
+    name = registers["csv"]  # the register the first test imported from a CSV
+    entry = _published_in_gateway(lab_stack, user, name)
+    assert entry["held"] is False
+    headers = bearer(kct.access_token(lab_stack, user))
+    applied = httpx.post(
+        f"{api(lab_stack)}/applications",
+        headers=headers,
+        json={"dataset": name, "purpose": "console onboarding check", "modes": ["dp"],
+              "epsilon": 0.5, "delta": 1e-6, "term_days": 30},
+    )  # fmt: skip
+    assert applied.status_code == 200, applied.text
+    approved = datalab("application", "approve", str(applied.json()["id"]), "--as", OPERATOR)
+    assert approved.returncode == 0, approved.stderr
+    query = {"dataset": name, "aggregate": {"kind": "count"}, "epsilon": 0.1,
              "group_by": {"columns": ["district"]}}  # fmt: skip
     released = httpx.post(f"{api(lab_stack)}/queries", headers=headers, json=query)
     assert released.status_code == 200, released.text
