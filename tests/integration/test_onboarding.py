@@ -8,8 +8,8 @@ gateway knows both without a restart. The analyst logs in, finds them in the cat
 for one, is granted by the operator, runs a DP query and loads the masked extract built for the
 grant with their own STS credentials. In Chromium, the operator finds both registers in the
 console's catalogue and the analyst applies from it, imports a CSV and a PostgreSQL table on the
-console's import page, and adds an organisation on its organisations page. Names are unique per run; records are
-never deleted.
+console's import page, and adds an organisation on its organisations page. Names are unique
+per run; records are never deleted.
 """
 
 from __future__ import annotations
