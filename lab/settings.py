@@ -147,6 +147,11 @@ class Settings:
         return f"{self.public_url}{GATEWAY_PREFIX}"
 
     @property
+    def hub_api_url(self) -> str:
+        """The hub's REST API (the gateway's token checks, a suspension's server stops)."""
+        return self.url("hub_api", "/hub/api")
+
+    @property
     def gateway_url(self) -> str:
         """The gateway's own listener (the proxy's target and the notebooks' relay target)."""
         return self.url("gateway", GATEWAY_PREFIX)

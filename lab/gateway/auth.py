@@ -111,7 +111,7 @@ class HubTokenVerifier:
     max_cached = 1000
 
     def __init__(self, settings: Settings) -> None:
-        self.api = settings.url("hub_api", "/hub/api")
+        self.api = settings.hub_api_url
         self._cache: dict[str, tuple[float, str]] = {}
 
     def owner(self, token: str) -> str:

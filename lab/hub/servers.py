@@ -24,7 +24,7 @@ def stop_servers(settings: Settings, usernames: Iterable[str], *, timeout: float
     """Ask the hub to stop each user's default server; the users whose server was stopping or
     stopped by this call (a user without one is skipped). Raises on any other answer."""
     token = vault.secret(settings, TOKEN_SECRET)
-    api = settings.url("hub_api", "/hub/api")
+    api = settings.hub_api_url
     stopped = []
     with httpx.Client(timeout=timeout, headers={"Authorization": f"token {token}"}) as client:
         for name in sorted(set(usernames)):

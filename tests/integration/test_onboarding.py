@@ -312,6 +312,28 @@ def _published_in_gateway(settings: Settings, user: str, name: str) -> dict[str,
         time.sleep(3)
 
 
+def _granted_and_queried(lab: Settings, user: str, name: str, purpose: str) -> None:
+    """``user`` finds ``name`` in the gateway's catalogue, applies for DP, is approved with the CLI
+    and releases a count by district."""
+    entry = _published_in_gateway(lab, user, name)
+    assert entry["held"] is False
+    headers = bearer(kct.access_token(lab, user))
+    applied = httpx.post(
+        f"{api(lab)}/applications",
+        headers=headers,
+        json={"dataset": name, "purpose": purpose, "modes": ["dp"],
+              "epsilon": 0.5, "delta": 1e-6, "term_days": 30},
+    )  # fmt: skip
+    assert applied.status_code == 200, applied.text
+    approved = datalab("application", "approve", str(applied.json()["id"]), "--as", OPERATOR)
+    assert approved.returncode == 0, approved.stderr
+    query = {"dataset": name, "aggregate": {"kind": "count"}, "epsilon": 0.1,
+             "group_by": {"columns": ["district"]}}  # fmt: skip
+    released = httpx.post(f"{api(lab)}/queries", headers=headers, json=query)
+    assert released.status_code == 200, released.text
+    assert {r["district"] for r in released.json()["rows"]} == set(DISTRICTS)
+
+
 def test_the_operator_imports_a_csv_and_a_postgresql_table_in_the_console(
     lab_stack: Settings,
     onboarded: dict[str, str],
@@ -399,23 +421,7 @@ def test_the_operator_imports_a_csv_and_a_postgresql_table_in_the_console(
     gateway_log = (lab_stack.logs_dir / "gateway.log").read_text(errors="replace")
     assert password not in recorded and password not in gateway_log
 
-    entry = _published_in_gateway(lab_stack, onboarded["user"], upload_name)
-    assert entry["held"] is False
-    headers = bearer(kct.access_token(lab_stack, onboarded["user"]))
-    applied = httpx.post(
-        f"{api(lab_stack)}/applications",
-        headers=headers,
-        json={"dataset": upload_name, "purpose": "console import check", "modes": ["dp"],
-              "epsilon": 0.5, "delta": 1e-6, "term_days": 30},
-    )  # fmt: skip
-    assert applied.status_code == 200, applied.text
-    approved = datalab("application", "approve", str(applied.json()["id"]), "--as", OPERATOR)
-    assert approved.returncode == 0, approved.stderr
-    query = {"dataset": upload_name, "aggregate": {"kind": "count"}, "epsilon": 0.1,
-             "group_by": {"columns": ["district"]}}  # fmt: skip
-    released = httpx.post(f"{api(lab_stack)}/queries", headers=headers, json=query)
-    assert released.status_code == 200, released.text
-    assert {r["district"] for r in released.json()["rows"]} == set(DISTRICTS)
+    _granted_and_queried(lab_stack, onboarded["user"], upload_name, "console import check")
 
 
 def test_the_operator_adds_an_organisation_in_the_console_and_its_analyst_queries(
@@ -451,20 +457,4 @@ def test_the_operator_adds_an_organisation_in_the_console_and_its_analyst_querie
     assert claims["org"] == org_id and f"extracts-read-{org_id}" in claims["policy"]
 
     name = registers["csv"]  # the register the first test imported from a CSV
-    entry = _published_in_gateway(lab_stack, user, name)
-    assert entry["held"] is False
-    headers = bearer(kct.access_token(lab_stack, user))
-    applied = httpx.post(
-        f"{api(lab_stack)}/applications",
-        headers=headers,
-        json={"dataset": name, "purpose": "console onboarding check", "modes": ["dp"],
-              "epsilon": 0.5, "delta": 1e-6, "term_days": 30},
-    )  # fmt: skip
-    assert applied.status_code == 200, applied.text
-    approved = datalab("application", "approve", str(applied.json()["id"]), "--as", OPERATOR)
-    assert approved.returncode == 0, approved.stderr
-    query = {"dataset": name, "aggregate": {"kind": "count"}, "epsilon": 0.1,
-             "group_by": {"columns": ["district"]}}  # fmt: skip
-    released = httpx.post(f"{api(lab_stack)}/queries", headers=headers, json=query)
-    assert released.status_code == 200, released.text
-    assert {r["district"] for r in released.json()["rows"]} == set(DISTRICTS)
+    _granted_and_queried(lab_stack, user, name, "console onboarding check")

@@ -69,7 +69,7 @@ def test_analysts_and_strangers_cannot_add_an_organisation(lab: Settings, org: d
 def _server(lab: Settings, user: str) -> dict[str, object]:
     """The user's default server as the hub reports it (the gateway's steward token)."""
     answer = httpx.get(
-        f"{lab.url('hub_api', '/hub/api')}/users/{user}",
+        f"{lab.hub_api_url}/users/{user}",
         headers={"Authorization": f"token {vault.secret(lab, TOKEN_SECRET)}"},
     )
     assert answer.status_code == 200, answer.status_code
