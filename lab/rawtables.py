@@ -28,6 +28,7 @@ from lab.hashing import file_sha256
 from lab.policy import Policy, dp_columns
 from lab.settings import Settings
 from lab.store import layout
+from lab.suggest import did_you_mean
 
 META_TTL = 5.0  # seconds a raw table's metadata is trusted before MinIO is asked again
 
@@ -93,8 +94,13 @@ class RawTables:
     def policy(self, dataset: str) -> Policy:
         policy = self.policies.get(dataset)
         if policy is None:
-            known = ", ".join(sorted(self.policies))
-            raise NotFound(f"Unknown dataset {dataset!r}; known: {known}. / 未知数据集 {dataset}。")
+            known = ", ".join(sorted(self.policies))  # the catalogue lists every one of them
+            en, zh = did_you_mean(dataset, self.policies)
+            shown = dataset[:64]
+            raise NotFound(
+                f"Unknown dataset {shown!r}; known: {known}.{en} / 未知数据集 {shown}，已有：{known}。{zh}",
+                reason="no-such-dataset",
+            )
         return policy
 
     def table(self, dataset: str) -> Table:

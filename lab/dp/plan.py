@@ -32,6 +32,7 @@ import polars as pl
 from lab.dp.calibrate import LaplaceStat, QuantileStat, Stat, ThresholdStat
 from lab.dp.query import Filter, FrameMeta, Query
 from lab.errors import ConfigError, NotFound
+from lab.suggest import did_you_mean
 
 MAX_PUBLIC_KEYS = 100_000
 MAX_CANDIDATES = 101
@@ -106,10 +107,15 @@ def _with(plan: Plan, **changes: Any) -> Plan:
     return replace(plan, **changes)
 
 
-def _unknown(column: str, meta: FrameMeta, role: str) -> NotFound:
-    known = ", ".join(meta.columns)
+def _unknown(column: str, meta: FrameMeta, role: str, hidden: str | None = None) -> NotFound:
+    """An unknown column, with the ones there are; ``hidden`` (the privacy-unit identifier, in
+    the frame for contribution bounding only) is neither listed nor suggested."""
+    names = [c for c in meta.columns if c != hidden]
+    known = ", ".join(names)
+    en, zh = did_you_mean(column, names)
     return NotFound(
-        f"unknown column '{column}' ({role}); known columns: {known} / 未知列 '{column}'，已知列：{known}",
+        f"unknown column '{column[:64]}' ({role}); known columns: {known}.{en} "
+        f"/ 未知列 '{column[:64]}'，已知列：{known}。{zh}",
         reason="dp-column",
     )
 
@@ -126,7 +132,7 @@ def _check_columns(query: Query, meta: FrameMeta) -> tuple[Filter, ...]:
         needed.append((query.unit.identifier, "privacy unit identifier"))
     for column, role in needed:
         if column not in meta.schema:
-            raise _unknown(column, meta, role)
+            raise _unknown(column, meta, role, hidden=query.unit.identifier)
     return tuple(
         replace(f, value=_check_filter_value(f.column, f.value, meta.schema[f.column])) for f in query.filters
     )

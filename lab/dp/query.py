@@ -25,6 +25,7 @@ import polars as pl
 
 from lab.errors import ConfigError
 from lab.hashing import canonical_json
+from lab.suggest import did_you_mean
 
 KINDS = ("count", "sum", "mean", "quantile", "median", "histogram")
 FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
@@ -76,8 +77,10 @@ class Filter:
 
     def __post_init__(self) -> None:
         if self.op not in FILTER_OPS:
+            en, zh = did_you_mean(self.op, FILTER_OPS)
             raise ConfigError(
-                f"unknown filter operator {self.op!r}; use one of {', '.join(FILTER_OPS)} / 未知的筛选运算符",
+                f"unknown filter operator {str(self.op)[:64]!r}; use one of {', '.join(FILTER_OPS)}.{en} "
+                f"/ 未知的筛选运算符，可用：{', '.join(FILTER_OPS)}。{zh}",
                 reason="dp-query",
             )
         if self.op in ("in", "not in"):
@@ -123,8 +126,10 @@ class Aggregate:
 
     def _check(self) -> None:
         if self.kind not in KINDS:
+            en, zh = did_you_mean(self.kind, KINDS)
             raise ConfigError(
-                f"unknown aggregate {self.kind!r}; use one of {', '.join(KINDS)} / 未知的聚合类型",
+                f"unknown aggregate {str(self.kind)[:64]!r}; use one of {', '.join(KINDS)}.{en} "
+                f"/ 未知的聚合类型，可用：{', '.join(KINDS)}。{zh}",
                 reason="dp-query",
             )
         if self.kind != "count" and not self.column:

@@ -42,6 +42,7 @@ from lab.hashing import file_sha256
 from lab.policy import Policy
 from lab.store.layout import SYNTHETIC_DATA as SYNTHETIC_FILE
 from lab.store.layout import UTILITY_REPORT as REPORT_FILE
+from lab.suggest import did_you_mean
 
 KINDS = ("dp-table", "dp-synthetic")
 SYNTHETIC_NOTICE = "SYNTHETIC DATA generated from differentially private marginals; no row is a real person"
@@ -78,7 +79,12 @@ def plan_extract(kind: str, spec: Any, table: TableLike, policy: Policy) -> Plan
         return plan_tables(spec, table, policy)
     if kind == "dp-synthetic":
         return plan_synthetic(spec, table, policy)
-    raise ConfigError(f"unknown DP extract kind {kind!r}; use one of {', '.join(KINDS)}", reason="dpx-kind")
+    en, zh = did_you_mean(kind, KINDS)
+    raise ConfigError(
+        f"unknown DP extract kind {kind[:64]!r}; use one of {', '.join(KINDS)}.{en} "
+        f"/ 未知的差分隐私数据类型，可用：{', '.join(KINDS)}。{zh}",
+        reason="dpx-kind",
+    )
 
 
 def write_parquet(frame: pl.DataFrame, path: Path, metadata: Mapping[str, str]) -> None:

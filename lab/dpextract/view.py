@@ -32,6 +32,7 @@ from lab.dpextract.specio import Source
 from lab.errors import ConfigError, PolicyError
 from lab.policy import Policy
 from lab.policy.yamldoc import Where
+from lab.suggest import did_you_mean
 
 DERIVED = ("age_band",)
 
@@ -118,9 +119,12 @@ def check_column(
             "DP extracts never group by or release it"
         )
         raise PolicyError(at + message, reason="dpx-identifier")
-    usable = ", ".join((*table.columns, *DERIVED))
+    names = (*table.columns, *DERIVED)
+    usable = ", ".join(names)
+    en, zh = did_you_mean(column, names)  # only usable names: never a protected one
     raise ConfigError(
-        f"{at}{what}: unknown column '{column}'; usable columns: {usable} / 未知列 '{column}'",
+        f"{at}{what}: unknown column '{column[:64]}'; usable columns: {usable}.{en} "
+        f"/ 未知列 '{column[:64]}'，可用列：{usable}。{zh}",
         reason="dpx-column",
     )
 

@@ -54,7 +54,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from lab.errors import AccessDenied, ConfigError, PolicyError
+from lab.errors import AccessDenied, ConfigError, LabError, PolicyError
 from lab.policy.model import (
     LEVELS,
     MODES,
@@ -69,6 +69,7 @@ from lab.policy.model import (
 )
 from lab.policy.rules import Schema, build_policy, release_problems
 from lab.policy.yamldoc import YamlDoc
+from lab.suggest import did_you_mean
 
 __all__ = [
     "LEVELS",
@@ -83,6 +84,7 @@ __all__ = [
     "Policy",
     "PolicyProblem",
     "check_policies",
+    "column_refusal",
     "dp_columns",
     "load_negative_list",
     "load_policies",
@@ -295,3 +297,43 @@ def dp_columns(policy: Policy) -> list[str]:
         for c in policy.columns.values()
         if c.level != "core" and c.name not in policy.negative_listed and not c.direct_identifier
     ]
+
+
+def _why_forbidden(policy: Policy, column: str) -> tuple[str, str] | None:
+    """Why the policy keeps ``column`` out of DP releases (English, 中文), or None if it does not.
+    The catalogue shows every column with its grading and flags, so naming the reason reveals
+    nothing an analyst cannot read there."""
+    col = policy.columns.get(column)
+    if col is None:
+        return None
+    if col.level == "core":
+        return "it is core data and never leaves the restricted zone", "属于核心数据，不得离开受限区"
+    if column in policy.negative_listed:
+        return "it is on the negative list and never leaves", "列入负面清单，不得流出"
+    if col.direct_identifier or column == policy.privacy_unit:
+        return "it identifies a person or account directly", "属于直接标识符"
+    return None
+
+
+def column_refusal(policy: Policy, column: str, usable: Sequence[str], *, role: str = "") -> LabError:
+    """The error for a column a DP query may not use: ``AccessDenied`` (reason
+    ``forbidden-column``) for one the policy forbids, ``ConfigError`` (``dp-column``) with the
+    usable columns and a suggestion taken from them only, for one that is not there at all."""
+    column = column[:64]  # as typed, shortened: never a long value in a message
+    where = f" ({role})" if role else ""
+    listed = ", ".join(usable)
+    why = _why_forbidden(policy, column)
+    if why is not None:
+        return AccessDenied(
+            f"Column '{column}'{where} is not allowed in DP queries on {policy.dataset}: {why[0]}; "
+            f"use another column (usable: {listed}). "
+            f"/ 列 '{column}' 不可用于 {policy.dataset} 的差分隐私查询：{why[1]}；"
+            f"请改用其他列（可用：{listed}）。",
+            reason="forbidden-column",
+        )
+    en, zh = did_you_mean(column, usable)
+    return ConfigError(
+        f"Column '{column}'{where} cannot be used in DP queries on {policy.dataset}: there is no such "
+        f"column; usable: {listed}.{en} / {policy.dataset} 中没有列 '{column}'，可用的列：{listed}。{zh}",
+        reason="dp-column",
+    )
