@@ -15,6 +15,7 @@ Every error a user can meet is a ``LabError``. Each carries:
     ├── NotAuthenticated     no token, or one that is expired, forged or not for us
     ├── AccessDenied         no grant, wrong role, expired grant
     ├── BudgetExhausted      the privacy budget left cannot pay for the request
+    ├── Unavailable          a lab service could not be reached, timed out or failed (retry)
     └── StackError           installing, starting or checking the local services
         ├── MissingTool      a required program is absent or too old
         ├── InstallFailed    a download or build step failed
@@ -63,6 +64,10 @@ class AccessDenied(LabError):
 
 class BudgetExhausted(LabError):
     reason = "budget-exhausted"
+
+
+class Unavailable(LabError):
+    reason = "unavailable"
 
 
 class StackError(LabError):
