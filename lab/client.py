@@ -10,6 +10,14 @@
     people = lab.extract("population")               # the masked extract, as a DataFrame
     tables = lab.extract("population", kind="dp-table")  # DP tables, no budget spent to reuse
     lab.history()                                    # your own queries
+    lab.dummy("population", rows=200)                # fake rows of the same schema, no budget
+    t = lab.dp_table("population", tables=[{"name": "by_district", "group_by": ["district"]}],
+                     epsilon=0.5)                    # the preview again; t.release() builds them
+    s = lab.dp_synthetic("population", epsilon=1.0)  # DP synthetic rows, the same way
+
+Every failure is a ``lab.errors.LabError`` in 中文 and English saying what to do (a
+mistyped name gets "did you mean"); :mod:`lab.client_errors` maps the rest (``httpx``,
+the object store, a damaged file) at this boundary.
 
 Everything goes through the gateway (``DATALAB_GATEWAY_URL``) with the analyst's access
 token (``DATALAB_TOKEN``, or a file named by ``DATALAB_TOKEN_FILE`` that is re-read on
@@ -24,7 +32,7 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -32,19 +40,29 @@ from typing import Any
 import httpx
 import polars as pl
 
+from lab import client_errors
 from lab import dp as _dp
-from lab.errors import AccessDenied, BudgetExhausted, ConfigError, LabError, NotAuthenticated, NotFound
+from lab import dummy as _dummy
+from lab.client_errors import UnknownAttribute
+from lab.client_extracts import SYNTHETIC_KIND, TABLE_KIND, BuiltExtract, PendingExtract, spec_of
+from lab.errors import AccessDenied, ConfigError, LabError, NotAuthenticated, NotFound
 from lab.settings import GATEWAY_PREFIX
 from lab.store import layout
+from lab.suggest import did_you_mean
 
 __all__ = [
+    "BuiltExtract",
     "Connection",
+    "PendingExtract",
     "PendingQuery",
     "Result",
     "SyntheticDataWarning",
     "connect",
     "datasets",
     "dp",
+    "dp_synthetic",
+    "dp_table",
+    "dummy",
     "extract",
     "history",
     "request_export",
@@ -60,19 +78,23 @@ class SyntheticDataWarning(UserWarning):
     """Shown whenever DP synthetic rows are loaded, so nobody mistakes them for real records."""
 
 
-_ERRORS: dict[int, type[LabError]] = {
-    400: ConfigError,
-    401: NotAuthenticated,
-    403: AccessDenied,
-    404: NotFound,
-}
 _AGGREGATES = ("count", "sum", "mean", "quantile", "median", "histogram")
+_BUILDER_METHODS = ("filter", "group_by", *_AGGREGATES)
+EXTRACT_KINDS = ("masked", TABLE_KIND, SYNTHETIC_KIND)
 
 
 def _token_from_env() -> Callable[[], str]:
     def read() -> str:
         path = os.environ.get("DATALAB_TOKEN_FILE")
-        token = Path(path).read_text().strip() if path else os.environ.get("DATALAB_TOKEN", "")
+        try:
+            token = Path(path).read_text().strip() if path else os.environ.get("DATALAB_TOKEN", "")
+        except OSError:
+            raise NotAuthenticated(
+                f"Cannot read the access token file named by DATALAB_TOKEN_FILE ({path}); restart "
+                "your server from the hub, or log in again. "
+                "/ 无法读取 DATALAB_TOKEN_FILE 指定的令牌文件，请在平台上重启服务器或重新登录。",
+                reason="no-token",
+            ) from None
         if not token:
             raise NotAuthenticated(
                 "No access token: set DATALAB_TOKEN or DATALAB_TOKEN_FILE. / 缺少访问令牌。"
@@ -92,20 +114,18 @@ class Connection:
         self._http = httpx.Client(timeout=120)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One gateway call; every failure is a ``LabError`` (see :mod:`lab.client_errors`)."""
         headers = {"Authorization": f"Bearer {self._token()}"}
-        response = self._http.request(method, f"{self.url}/api{path}", headers=headers, **kwargs)
-        if response.is_success:
-            return response.json()
         try:
-            error = response.json()["error"]
-        except (ValueError, KeyError, TypeError):
-            raise LabError(f"The gateway answered {response.status_code}: {response.text[:200]}") from None
-        kind = (
-            BudgetExhausted
-            if error.get("reason") == "budget-exhausted"
-            else _ERRORS.get(response.status_code, LabError)
-        )
-        raise kind(error["message"], reason=error.get("reason"))
+            response = self._http.request(method, f"{self.url}/api{path}", headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise client_errors.unreachable(self.url, exc) from None
+        if not response.is_success:
+            raise client_errors.refusal(response)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise client_errors.not_json(self.url, exc) from None
 
     def me(self) -> dict[str, Any]:
         return dict(self._call("GET", "/me"))
@@ -162,6 +182,54 @@ class Connection:
             else pl.DataFrame(schema=["time", "dataset", "outcome", "epsilon", "delta", "query"])
         )
 
+    def dp_table(
+        self,
+        dataset: str,
+        spec: Mapping[str, Any] | str | Path | None = None,
+        *,
+        tables: list[dict[str, Any]] | None = None,
+        epsilon: float | None = None,
+        **fields: Any,
+    ) -> PendingExtract:
+        """DP tables of ``dataset`` (a ``dp-table`` spec: a dict, a YAML file, or ``tables=``)."""
+        spec = spec_of(spec, {"tables": tables, "epsilon": epsilon, **fields})
+        return PendingExtract(self, dataset, TABLE_KIND, spec)
+
+    def dp_synthetic(
+        self,
+        dataset: str,
+        spec: Mapping[str, Any] | str | Path | None = None,
+        *,
+        epsilon: float | None = None,
+        columns: list[str] | None = None,
+        **fields: Any,
+    ) -> PendingExtract:
+        """DP synthetic rows of ``dataset`` (a ``dp-synthetic`` spec, or ``epsilon=`` and ``columns=``)."""
+        spec = spec_of(spec, {"epsilon": epsilon, "columns": columns, **fields})
+        return PendingExtract(self, dataset, SYNTHETIC_KIND, spec)
+
+    def dummy(self, dataset: str, rows: int = 100, *, seed: int = 0) -> pl.DataFrame:
+        """Fake rows with the columns of ``dataset``'s DP view, from its schema and public domains
+        only: no budget, nothing read from the data, marked by a ``_dummy`` column."""
+        entries = {d["dataset"]: d for d in self._call("GET", "/datasets")}
+        entry = entries.get(dataset)
+        if entry is None:
+            en, zh = did_you_mean(dataset, entries)
+            held = ", ".join(sorted(entries)) or "none / 无"
+            raise NotFound(
+                f"Your organisation holds no grant on {dataset!r}, so there is no schema to copy; "
+                f"granted: {held}.{en} / 贵机构没有 {dataset} 的授权，无法生成假数据；已授权：{held}。{zh}",
+                reason="no-grant",
+            )
+        if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= 1_000_000:
+            raise ConfigError(
+                "rows must be a whole number from 0 to 1,000,000, e.g. rows=200 "
+                "/ rows 必须是 0 到 1,000,000 之间的整数，例如 rows=200",
+                reason="dummy-rows",
+            )
+        print(_dummy.NOTICE)
+        return _dummy.frame(entry["columns"], entry.get("public_keys") or {}, rows=rows, seed=seed)
+
     def _s3(self) -> Any:
         from minio import Minio
         from minio.credentials import WebIdentityProvider
@@ -181,28 +249,48 @@ class Connection:
         rows (a DataFrame, marked synthetic); ``dp-table``: the DP tables, a dict of
         DataFrames by name (or the one named ``table``).
         """
+        if kind not in EXTRACT_KINDS:
+            en, zh = did_you_mean(kind, EXTRACT_KINDS)
+            kinds = ", ".join(EXTRACT_KINDS)
+            raise client_errors.UnknownAttribute(
+                f"There is no extract kind {str(kind)[:64]!r}; use one of {kinds}.{en} "
+                f"/ 没有这种数据类型，可用：{kinds}。{zh}",
+                reason="no-such-kind",
+            )
         org = self.me().get("org")
         if not org:
             raise AccessDenied(
                 "You belong to no organisation, so no extract is built for you. "
                 "/ 您不属于任何机构，因此没有为您生成的数据。"
             )
-        from minio.error import MinioException, S3Error
-
         try:
-            return self._extract(self._s3(), org, dataset, kind, table)
-        except S3Error as exc:
-            raise _s3_error(exc, dataset) from None
-        except MinioException as exc:  # e.g. the token was not exchanged for storage credentials
-            raise LabError(
-                f"The object store refused the request for {dataset!r} ({type(exc).__name__}); "
-                "log in again and retry, or tell the bureau. "
-                "/ 对象存储拒绝了请求，请重新登录后重试或联系数据局。",
-                detail=type(exc).__name__,
-                reason="storage",
-            ) from None
+            with client_errors.reading_extract(dataset):
+                return self._extract(self._s3(), org, dataset, kind, table)
+        except NotFound as exc:
+            if exc.reason != "no-extract":
+                raise
+            raise self._no_extract(exc, dataset) from None
 
-    def _extract(self, s3: Any, org: str, dataset: str, kind: str, table: str | None) -> Any:
+    def _extract_version(self, dataset: str, kind: str, version: str) -> Any:
+        """The files of one version just built (``PendingExtract.release``)."""
+        org = str(self.me().get("org") or "")
+        with client_errors.reading_extract(dataset):
+            return self._extract(self._s3(), org, dataset, kind, None, only=version)
+
+    def _no_extract(self, exc: NotFound, dataset: str) -> LabError:
+        """No extract found: a mistyped name gets a suggestion among the granted datasets."""
+        try:
+            granted = [d["dataset"] for d in self._call("GET", "/datasets")]
+        except LabError:
+            return exc
+        if dataset in granted:
+            return exc
+        en, zh = did_you_mean(dataset, granted)
+        return NotFound(f"{exc.message}{en}{zh}", reason="no-extract")
+
+    def _extract(
+        self, s3: Any, org: str, dataset: str, kind: str, table: str | None, only: str | None = None
+    ) -> Any:
         bucket = layout.EXTRACTS_BUCKET
 
         def read(name: str) -> bytes:
@@ -217,6 +305,8 @@ class Connection:
             {o.object_name for o in s3.list_objects(bucket, prefix=layout.dataset_prefix(org, dataset))}
         )
         for version in reversed(versions):
+            if only is not None and version.rstrip("/").rsplit("/", 1)[-1] != only:
+                continue
             names = {o.object_name for o in s3.list_objects(bucket, prefix=version)}
             if f"{version}{layout.MANIFEST}" not in names:
                 continue  # not (yet) published
@@ -231,46 +321,21 @@ class Connection:
             tables = {Path(name).stem: name for name in manifest["files"] if name.endswith(".parquet")}
             if table is not None:
                 if table not in tables:
+                    en, zh = did_you_mean(table, tables)
                     raise NotFound(
-                        f"No table {table!r} in this extract; it has {', '.join(sorted(tables))}. "
-                        f"/ 该数据中没有表 {table}，现有：{'、'.join(sorted(tables))}。"
+                        f"No table {table!r} in this extract; it has {', '.join(sorted(tables))}.{en} "
+                        f"/ 该数据中没有表 {table}，现有：{'、'.join(sorted(tables))}。{zh}",
+                        reason="no-such-table",
                     )
                 return pl.read_parquet(io.BytesIO(read(f"{version}{tables[table]}")))
             return {
                 name: pl.read_parquet(io.BytesIO(read(f"{version}{file}"))) for name, file in tables.items()
             }
         raise NotFound(
-            f"No {kind} extract of {dataset!r} has been built for {org}. "
-            f"/ 尚未为贵机构生成 {dataset} 的 {kind} 数据。"
+            f"No {kind} extract of {dataset!r} has been built for {org}; see lab.datasets() for what is "
+            f"built. / 尚未为贵机构生成 {dataset} 的 {kind} 数据，已生成的见 lab.datasets()。",
+            reason="no-extract",
         )
-
-
-def _s3_error(exc: Any, dataset: str) -> LabError:
-    """The object store's refusal (a minio ``S3Error``) as our own error, naming the dataset and
-    what to do; only the error's code is kept (never the response body, keys or request ids)."""
-    code = str(getattr(exc, "code", "") or "")
-    if code in ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "ExpiredToken"):
-        return AccessDenied(
-            f"Your organisation holds no extract of {dataset!r} (the store refused access). Apply for "
-            "the dataset in the console, or check that your grant is active. "
-            f"/ 贵机构没有 {dataset} 的数据（存储拒绝访问）。请在控制台申请该数据集，或确认授权仍然有效。",
-            detail=f"S3 {code} on {dataset}",
-            reason="no-extract-access",
-        )
-    if code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
-        return NotFound(
-            f"No extract of {dataset!r} was found; check the name with lab.datasets(). "
-            f"/ 找不到 {dataset} 的数据，请用 lab.datasets() 核对名称。",
-            detail=f"S3 {code} on {dataset}",
-            reason="no-such-extract",
-        )
-    label = code if code.isascii() and code.isalnum() and len(code) <= 40 else "?"
-    return LabError(
-        f"The object store could not read the extract of {dataset!r} (code {label}); try again, or "
-        f"tell the bureau. / 对象存储无法读取 {dataset} 的数据（代码 {label}），请重试或联系数据局。",
-        detail=f"S3 {label} on {dataset}",
-        reason="storage",
-    )
 
 
 class QueryBuilder:
@@ -288,7 +353,15 @@ class QueryBuilder:
 
     def __getattr__(self, name: str) -> Callable[..., PendingQuery]:
         if name not in _AGGREGATES:
-            raise AttributeError(name)
+            if name.startswith("_"):
+                raise AttributeError(name)
+            en, zh = did_you_mean(name, _BUILDER_METHODS)
+            raise UnknownAttribute(
+                f"A DP query has no {name!r}; use filter, group_by, then one of "
+                f"{', '.join(_AGGREGATES)}.{en} / 差分隐私查询没有 {name}，"
+                f"请用 filter、group_by，再用其中一种聚合：{'、'.join(_AGGREGATES)}。{zh}",
+                reason="no-such-aggregate",
+            )
         method = getattr(self._builder, name)
 
         @wraps(method)
@@ -401,6 +474,25 @@ def extract(dataset: str, kind: str = "masked", table: str | None = None) -> Any
 def history() -> pl.DataFrame:
     """Your own DP queries. / 我的查询记录。"""
     return _connection().history()
+
+
+def dp_table(
+    dataset: str, spec: Mapping[str, Any] | str | Path | None = None, **fields: Any
+) -> PendingExtract:
+    """DP tables, previewed before ``release()`` builds them. / 差分隐私表：先预览，再 release() 生成。"""
+    return _connection().dp_table(dataset, spec, **fields)
+
+
+def dp_synthetic(
+    dataset: str, spec: Mapping[str, Any] | str | Path | None = None, **fields: Any
+) -> PendingExtract:
+    """DP synthetic data, previewed before ``release()``. / 差分隐私合成数据：先预览，再 release() 生成。"""
+    return _connection().dp_synthetic(dataset, spec, **fields)
+
+
+def dummy(dataset: str, rows: int = 100, *, seed: int = 0) -> pl.DataFrame:
+    """Fake rows of the same schema, for writing code; no budget. / 同结构的假数据，不花预算。"""
+    return _connection().dummy(dataset, rows, seed=seed)
 
 
 def request_export(

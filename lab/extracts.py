@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ from lab.settings import Settings
 from lab.store import layout
 from lab.store.layout import MASKED_DATA as DATA
 from lab.store.layout import RISK_REPORT as RISK
+from lab.suggest import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -241,17 +243,56 @@ def risk_report(settings: Settings, org: str, dataset: str, version: str | None 
 
 
 def build_dp(
-    settings: Settings, dataset: str, org: str, *, kind: str, spec: Any, actor: str
+    settings: Settings,
+    dataset: str,
+    org: str,
+    *,
+    kind: str,
+    spec: Any,
+    actor: str,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
     """Build, charge and publish a DP extract (``dp-table`` or ``dp-synthetic``) for ``org``.
 
     The spec is checked before anything is charged; the grant's budget is reserved for the
     exact ε of the plan and the release recorded in the ledger before the files are
-    published (``lab.dpextract.build_extract``).
+    published (``lab.dpextract.build_extract``). ``request_id`` (the client's, kept in the
+    manifest) makes a retry free: the same actor asking again with the same id gets the
+    extract already built, marked ``"repeated": true``, and nothing is charged twice.
     """
     organisation(settings, org, active=True)
     if kind not in dpextract.KINDS:
-        raise ConfigError(f"Unknown extract kind {kind!r}; choose masked, {', '.join(dpextract.KINDS)}.")
+        en, zh = did_you_mean(kind, dpextract.KINDS)
+        kinds = ", ".join(dpextract.KINDS)
+        raise ConfigError(
+            f"Unknown DP extract kind {kind[:64]!r}; choose {kinds}.{en} "
+            f"/ 未知的数据类型，可选：{kinds}。{zh}",
+            reason="dpx-kind",
+        )
+    if request_id is None:
+        return _build_dp(settings, dataset, org, kind=kind, spec=spec, actor=actor, request_id=None)
+    with _request_lock(request_id):
+        for done in versions(settings, org, dataset):
+            if done.get("request_id") == request_id and done.get("created_by") == actor:
+                return {**done, "repeated": True}
+        return _build_dp(settings, dataset, org, kind=kind, spec=spec, actor=actor, request_id=request_id)
+
+
+_request_locks: dict[str, threading.Lock] = {}
+_request_locks_guard = threading.Lock()
+
+
+def _request_lock(request_id: str) -> threading.Lock:
+    """One lock per request id (two retries racing in one gateway build once)."""
+    with _request_locks_guard:
+        if len(_request_locks) > 10_000:
+            _request_locks.clear()
+        return _request_locks.setdefault(request_id, threading.Lock())
+
+
+def _build_dp(
+    settings: Settings, dataset: str, org: str, *, kind: str, spec: Any, actor: str, request_id: str | None
+) -> dict[str, Any]:
     policies = registry_policies(settings)
     tables = RawTables(settings, policies)
     table = tables.table(dataset)  # unknown dataset or not generated yet
@@ -280,6 +321,7 @@ def build_dp(
                     "version": version,
                     "created_by": actor,
                     "source_sha256": meta["sha256"],
+                    **({"request_id": request_id} if request_id else {}),
                 },
             )
     return dict(built.manifest)

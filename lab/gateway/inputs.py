@@ -59,6 +59,7 @@ def extract(body: Any) -> dict[str, Any]:
     checked = validate.body(body)
     validate.name(checked.get("dataset"), "dataset")
     validate.name(checked.get("kind"), "kind")
+    validate.optional(validate.name, checked.get("request_id"), "request_id")
     return checked
 
 

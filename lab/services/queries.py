@@ -26,7 +26,7 @@ from lab.gateway.auth import Caller
 from lab.ledger import Grant, Kind, Ledger
 from lab.ledger.db import DELTA_SCALE, EPS_SCALE, to_units
 from lab.ledger.totals import DEFAULT, Limits
-from lab.policy import Policy
+from lab.policy import Policy, column_refusal
 from lab.rawtables import RawTables, Table
 from lab.registry import catalogue
 from lab.registry.datasets import LivePolicies
@@ -87,13 +87,12 @@ def _kinds(settings: Settings, grant: Grant) -> list[str]:
     )
 
 
-def _columns_used(query: dp.Query) -> set[str]:
-    used = {f.column for f in query.filters}
+def _columns_used(query: dp.Query) -> list[tuple[str, str]]:
+    """Each column the query names, with its role (aggregate kind, group_by, filter), in order."""
+    used = [(query.aggregate.column, query.aggregate.kind)] if query.aggregate.column else []
     if query.group_by is not None:
-        used |= set(query.group_by.columns)
-    if query.aggregate.column:
-        used.add(query.aggregate.column)
-    return used
+        used += [(c, "group_by") for c in query.group_by.columns]
+    return used + [(f.column, "filter") for f in query.filters]
 
 
 def _noise(preview: dp.Preview) -> list[dict[str, Any]]:
@@ -177,13 +176,9 @@ class Gateway:
         self.tables.policy(query.dataset)  # an unknown dataset is named before any grant check
         grant = self.ledger.active_grant(caller.org or "", query.dataset, mode="dp", actor=caller.username)
         table = self.tables.table(query.dataset)
-        unknown = _columns_used(query) - set(table.columns)
-        if unknown:
-            raise ConfigError(
-                f"Column(s) {', '.join(sorted(unknown))} cannot be used in DP queries on {query.dataset}; "
-                f"usable: {', '.join(table.columns)}. / 这些列不可用于差分隐私查询。",
-                reason="dp-column",
-            )
+        for column, role in _columns_used(query):
+            if column not in table.columns:  # forbidden by the policy, or not there (did you mean)
+                raise column_refusal(self.tables.policy(query.dataset), column, table.columns, role=role)
         return dataclasses.replace(query, unit=table.unit), table, grant
 
     def preview(self, caller: Caller, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -241,6 +236,7 @@ class Gateway:
         """What a DP extract would cost (ε, δ, scales), checked against the policy; spends nothing."""
         caller.require("analyst")
         dataset, kind = str(body.get("dataset")), str(body.get("kind"))
+        self.tables.policy(dataset)  # an unknown dataset is named (did you mean) before any grant check
         grant = self.ledger.active_grant(caller.org or "", dataset, mode="dp", actor=caller.username)
         table = self.tables.table(dataset)
         plan = dpextract.plan_extract(kind, body.get("spec") or {}, table, self.tables.policy(dataset))
@@ -252,16 +248,22 @@ class Gateway:
         }
 
     def build_extract(self, caller: Caller, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Build a DP extract for the caller's organisation, charged to its grant."""
+        """Build a DP extract for the caller's organisation, charged to its grant; the manifest
+        and the grant's budget left. A repeated ``request_id`` returns the first build, free."""
         caller.require("analyst")
-        return extracts.build_dp(
+        dataset = str(body.get("dataset"))
+        self.tables.policy(dataset)  # an unknown dataset is named (did you mean)
+        built = extracts.build_dp(
             self.settings,
             str(body.get("dataset")),
             caller.org or "",
             kind=str(body.get("kind")),
             spec=body.get("spec") or {},
             actor=caller.username,
+            request_id=body.get("request_id"),
         )
+        grant = self.ledger.active_grant(caller.org or "", dataset, mode="dp", actor=caller.username)
+        return {**built, "budget": _budget(self.ledger, grant)}
 
     def history(self, caller: Caller) -> list[dict[str, Any]]:
         """The caller's own DP queries, newest first."""

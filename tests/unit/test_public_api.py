@@ -12,13 +12,18 @@ pytestmark = pytest.mark.unit
 
 def test_client_exports() -> None:
     assert sorted(lab.client.__all__) == [
+        "BuiltExtract",
         "Connection",
+        "PendingExtract",
         "PendingQuery",
         "Result",
         "SyntheticDataWarning",
         "connect",
         "datasets",
         "dp",
+        "dp_synthetic",
+        "dp_table",
+        "dummy",
         "extract",
         "history",
         "request_export",
