@@ -35,6 +35,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from functools import wraps
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -266,8 +267,8 @@ class Connection:
         try:
             with client_errors.reading_extract(dataset):
                 return self._extract(self._s3(), org, dataset, kind, table)
-        except NotFound as exc:
-            if exc.reason != "no-extract":
+        except (NotFound, AccessDenied) as exc:
+            if exc.reason not in ("no-extract", "no-extract-access", "no-such-extract"):
                 raise
             raise self._no_extract(exc, dataset) from None
 
@@ -277,16 +278,17 @@ class Connection:
         with client_errors.reading_extract(dataset):
             return self._extract(self._s3(), org, dataset, kind, None, only=version)
 
-    def _no_extract(self, exc: NotFound, dataset: str) -> LabError:
-        """No extract found: a mistyped name gets a suggestion among the granted datasets."""
+    def _no_extract(self, exc: LabError, dataset: str) -> LabError:
+        """No extract found or readable: a mistyped name gets a suggestion among the datasets
+        granted to the organisation (which ``lab.datasets()`` lists anyway)."""
         try:
             granted = [d["dataset"] for d in self._call("GET", "/datasets")]
         except LabError:
             return exc
-        if dataset in granted:
-            return exc
         en, zh = did_you_mean(dataset, granted)
-        return NotFound(f"{exc.message}{en}{zh}", reason="no-extract")
+        if dataset in granted or not en:
+            return exc
+        return NotFound(f"{exc.message}{en}{zh}", detail=exc.detail, reason=exc.reason)
 
     def _extract(
         self, s3: Any, org: str, dataset: str, kind: str, table: str | None, only: str | None = None
@@ -440,6 +442,40 @@ class Result:
 
 
 _default: Connection | None = None
+_PACKAGE = str(Path(__file__).resolve().parent)
+
+
+def _user_frames(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` without the frames inside the ``lab`` package: the analyst's own lines remain."""
+    kept = []
+    while tb is not None:
+        if not str(Path(tb.tb_frame.f_code.co_filename).resolve()).startswith(_PACKAGE):
+            kept.append(tb)
+        tb = tb.tb_next
+    chained = None
+    for frame in reversed(kept):
+        chained = TracebackType(chained, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
+    return chained
+
+
+def _show_lab_errors_briefly() -> None:
+    """In IPython (a notebook), a ``LabError`` shows the analyst's own line and the message,
+    not the client's internals; any other exception keeps IPython's usual traceback."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell: Any = get_ipython()
+    if shell is None or getattr(shell, "custom_exceptions", None):
+        return  # not IPython, or someone else's handler: leave it alone
+
+    def brief(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> None:
+        shell.showtraceback((etype, value, _user_frames(tb) or tb), tb_offset=tb_offset)
+
+    shell.set_custom_exc((LabError,), brief)
+
+
+_show_lab_errors_briefly()
 
 
 def connect(url: str | None = None, token: str | Callable[[], str] | None = None) -> Connection:

@@ -108,15 +108,22 @@ def check_column(
     at = source.at(where)
     col = policy.columns.get(column)
     if col is not None and col.level == "core":
-        message = f"{what}: column '{column}' is core data (核心数据) and never leaves the restricted zone"
+        message = (
+            f"{what}: column '{column}' is core data (核心数据) and never leaves the restricted zone; "
+            f"use another column / 列 '{column}' 属于核心数据，不得离开受限区，请改用其他列"
+        )
         raise PolicyError(at + message, reason="dpx-core")
     if column in policy.negative_listed:
-        message = f"{what}: column '{column}' is on the negative list (负面清单) and never leaves"
+        message = (
+            f"{what}: column '{column}' is on the negative list (负面清单) and never leaves; use another "
+            f"column / 列 '{column}' 列入负面清单，不得流出，请改用其他列"
+        )
         raise PolicyError(at + message, reason="dpx-negative-list")
     if (col is not None and col.direct_identifier) or column == policy.privacy_unit:
         message = (
             f"{what}: column '{column}' identifies a person or account directly (直接标识符); "
-            "DP extracts never group by or release it"
+            f"DP extracts never group by or release it "
+            f"/ 列 '{column}' 属于直接标识符，差分隐私数据不得按其分组或发布"
         )
         raise PolicyError(at + message, reason="dpx-identifier")
     names = (*table.columns, *DERIVED)

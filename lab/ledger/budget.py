@@ -99,7 +99,10 @@ def check_affordable(conn: Connection, grant: Grant, eps_units: int, delta_units
         f"it needs ε={show_units(eps_units, EPS_SCALE)}, δ={show_units(delta_units, DELTA_SCALE)}; "
         f"remaining {remaining} "
         f"of ε={show_units(eps_budget, EPS_SCALE)}, δ={show_units(delta_budget, DELTA_SCALE)}{outstanding}. "
-        "Ask for less accuracy (a smaller ε) or for more budget",
+        "Ask for less accuracy (a smaller ε) or for more budget "
+        f"/ 授权 {grant.id}（数据集 {grant.dataset}）的隐私预算不足：需要 "
+        f"ε={show_units(eps_units, EPS_SCALE)}、δ={show_units(delta_units, DELTA_SCALE)}，剩余 {remaining}。"
+        "请降低精度要求（更小的 ε）或申请更多预算",
         reason="budget-exhausted",
     )
 

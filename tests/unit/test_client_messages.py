@@ -339,3 +339,24 @@ def test_dummy_rows_have_the_schema_public_values_and_a_mark(capsys: pytest.Capt
     with pytest.raises(NotFound) as caught:
         lab.dummy("peple")
     assert "Did you mean 'people'?" in caught.value.message
+
+
+def test_in_a_notebook_a_lab_error_shows_the_analysts_line_and_the_message_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance(colors="nocolor")
+    try:
+        client._show_lab_errors_briefly()
+        shell.run_cell("import lab.client as lab")
+        run = shell.run_cell("lab.Connection('http://127.0.0.1:1', 'tok').datasets()")
+        shown = capsys.readouterr().out
+        assert isinstance(run.error_in_exec, Unavailable)
+        assert "Cannot reach the gateway" in shown and "无法连接网关" in shown and ".datasets()" in shown
+        assert "client.py" not in shown and "httpx" not in shown and "_call" not in shown
+        run = shell.run_cell("1 / 0")  # other exceptions keep IPython's usual traceback
+        assert isinstance(run.error_in_exec, ZeroDivisionError)
+    finally:
+        shell.set_custom_exc((), None)
+        InteractiveShell.clear_instance()
