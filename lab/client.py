@@ -35,7 +35,6 @@ import warnings
 from collections.abc import Callable, Mapping
 from functools import wraps
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -229,7 +228,8 @@ class Connection:
                 reason="dummy-rows",
             )
         print(_dummy.NOTICE)
-        return _dummy.frame(entry["columns"], entry.get("public_keys") or {}, rows=rows, seed=seed)
+        keys, years = entry.get("public_keys") or {}, entry.get("public_years") or {}
+        return _dummy.frame(entry["columns"], keys, years=years, rows=rows, seed=seed)
 
     def _s3(self) -> Any:
         from minio import Minio
@@ -442,40 +442,7 @@ class Result:
 
 
 _default: Connection | None = None
-_PACKAGE = str(Path(__file__).resolve().parent)
-
-
-def _user_frames(tb: TracebackType | None) -> TracebackType | None:
-    """``tb`` without the frames inside the ``lab`` package: the analyst's own lines remain."""
-    kept = []
-    while tb is not None:
-        if not str(Path(tb.tb_frame.f_code.co_filename).resolve()).startswith(_PACKAGE):
-            kept.append(tb)
-        tb = tb.tb_next
-    chained = None
-    for frame in reversed(kept):
-        chained = TracebackType(chained, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
-    return chained
-
-
-def _show_lab_errors_briefly() -> None:
-    """In IPython (a notebook), a ``LabError`` shows the analyst's own line and the message,
-    not the client's internals; any other exception keeps IPython's usual traceback."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell: Any = get_ipython()
-    if shell is None or getattr(shell, "custom_exceptions", None):
-        return  # not IPython, or someone else's handler: leave it alone
-
-    def brief(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> None:
-        shell.showtraceback((etype, value, _user_frames(tb) or tb), tb_offset=tb_offset)
-
-    shell.set_custom_exc((LabError,), brief)
-
-
-_show_lab_errors_briefly()
+client_errors.show_lab_errors_briefly()
 
 
 def connect(url: str | None = None, token: str | Callable[[], str] | None = None) -> Connection:

@@ -4,7 +4,9 @@ An analyst never sees an ``httpx``, ``minio``, ``urllib3``, Polars or JSON excep
 mapped here, at the client's boundary, to our own error with a message in 中文 and English
 that says what to do. The original exception stays attached as ``error.__context__`` (not
 printed under the message) and is logged at DEBUG on the ``lab.client`` logger; no message
-carries a token, a response body, a request id or a value read from data.
+carries a token, a response body, a request id or a value read from data. In a notebook
+(IPython), a ``LabError`` is shown with the analyst's own lines only, not the client's frames
+(:func:`show_lab_errors_briefly`, installed when ``lab.client`` is imported).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -217,3 +221,36 @@ def _s3_error(exc: Any, dataset: str) -> LabError:
         detail=f"S3 {label} on {dataset}",
         reason="storage",
     )
+
+
+_PACKAGE = str(Path(__file__).resolve().parent) + "/"  # lab/
+
+
+def _user_frames(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` without the frames inside the ``lab`` package: the analyst's own lines remain."""
+    kept = []
+    while tb is not None:
+        if not str(Path(tb.tb_frame.f_code.co_filename).resolve()).startswith(_PACKAGE):
+            kept.append(tb)
+        tb = tb.tb_next
+    chained = None
+    for frame in reversed(kept):
+        chained = TracebackType(chained, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
+    return chained
+
+
+def show_lab_errors_briefly() -> None:
+    """In IPython (a notebook), a ``LabError`` shows the analyst's own line and the message,
+    not the client's internals; any other exception keeps IPython's usual traceback."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell: Any = get_ipython()
+    if shell is None or getattr(shell, "custom_exceptions", None):
+        return  # not IPython, or someone else's handler: leave it alone
+
+    def brief(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> None:
+        shell.showtraceback((etype, value, _user_frames(tb) or tb), tb_offset=tb_offset)
+
+    shell.set_custom_exc((LabError,), brief)

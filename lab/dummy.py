@@ -79,23 +79,30 @@ def _made_up(
 
 
 def frame(
-    columns: Mapping[str, str], public_keys: Mapping[str, Sequence[str]], *, rows: int = 100, seed: int = 0
+    columns: Mapping[str, str],
+    public_keys: Mapping[str, Sequence[str]],
+    *,
+    years: Mapping[str, Sequence[int]] | None = None,
+    rows: int = 100,
+    seed: int = 0,
 ) -> pl.DataFrame:
-    """``rows`` fake rows with ``columns`` (name -> type as text), values from ``public_keys``
-    where a column has them, made up otherwise; marked by ``DUMMY_COLUMN``."""
+    """``rows`` fake rows with ``columns`` (name -> type as text): values from ``public_keys``
+    where a column has them, dates within the public span of ``years`` (``birth_year`` the
+    year of ``birth_date``), made up otherwise; marked by ``DUMMY_COLUMN``."""
     rng = random.Random(seed)
-    birth = public_keys.get("birth_year")
-    years = (int(min(birth)), int(max(birth))) if birth else (2000, 2024)
+    years = years or {}
     data: dict[str, pl.Series] = {}
     for name, text in columns.items():
         dtype = dtype_of(text)
         domain = public_keys.get(name)
-        if not domain and name == "birth_date" and birth:
-            values = _made_up(name, dtype, rows, rng, years)  # over the public span of years
-        elif domain:
+        span = years.get(name)
+        if domain:
             values = _from_domain(domain, dtype, rows, rng)
         else:
-            values = _made_up(name, dtype, rows, rng, (2000, 2024))
+            first, last = (int(span[0]), int(span[1])) if span else (2000, 2024)
+            values = _made_up(name, dtype, rows, rng, (first, last))
         data[name] = pl.Series(name, values, dtype=dtype)
+    if "birth_year" in data and "birth_date" in data and data["birth_date"].dtype == pl.Date():
+        data["birth_year"] = data["birth_date"].dt.year().cast(data["birth_year"].dtype)
     data[DUMMY_COLUMN] = pl.Series(DUMMY_COLUMN, [True] * rows, dtype=pl.Boolean())
     return pl.DataFrame(data)

@@ -131,6 +131,7 @@ class Gateway:
                     "rows": table.rows,
                     "columns": {c: str(schema[c]) for c in table.columns},
                     "public_keys": {c: [str(v) for v in keys] for c, keys in table.meta.public_keys.items()},
+                    "public_years": dict(self.tables.policy(grant.dataset).domains.years),  # date spans
                     "privacy_unit": {"max_rows": table.unit.max_rows},
                     "budget": _budget(self.ledger, grant),
                     "extracts": _kinds(self.settings, grant),

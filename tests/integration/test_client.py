@@ -23,9 +23,11 @@ import polars as pl
 import pytest
 
 from lab import access, client, storage
+from lab.directory import Directory
 from lab.errors import AccessDenied, ConfigError, LabError, NotFound, Unavailable
 from lab.extracts import ledger as open_ledger
 from lab.extracts import versions
+from lab.gateway.revocation import Sweeper
 from lab.ledger import Ledger
 from lab.settings import Settings
 from lab.store import layout
@@ -64,6 +66,7 @@ def org(lab_stack: Settings) -> Iterator[dict[str, Any]]:
             for dataset in ("population", "legal_entity")
         }
         access.Provisioner(lab_stack, book).provision()
+        Sweeper(lab_stack, Directory(lab_stack, ttl=0)).sweep()  # admit the new analyst in MinIO now
         yield {"id": org_id, "user": user, "grants": grants, "book": book}
         for grant in grants.values():
             book.revoke(grant, by=OPERATOR, reason="client test done")
@@ -231,6 +234,8 @@ def test_dummy_data_has_the_schema_costs_nothing_and_holds_no_raw_value(
     assert set(dummy["district"]) <= set(entry["public_keys"]["district"])
     people = lab.dummy("population", rows=300)
     assert set(people["education"]) <= set(entry_keys(lab, "population")["education"])
+    assert people["birth_date"].dt.year().is_between(1920, 2025).all()  # the policy's public span
+    assert (people["birth_year"] == people["birth_date"].dt.year()).all()
     assert {d: _spent(org, d) for d in org["grants"]} == spent
 
 

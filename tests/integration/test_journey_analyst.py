@@ -105,6 +105,11 @@ def _run_cell(page: Page, index: int, expect: str, timeout: float = 120_000) -> 
         raise AssertionError(
             f"cell {index} never showed {expect!r}; it shows: {_output(page, index)!r}"
         ) from None
+    # done only when the prompt shows its number: a cell run while one that fails is still busy
+    # would be aborted by the kernel
+    page.wait_for_function(
+        "p => /\\[\\d+\\]/.test(p.textContent)", arg=prompt.element_handle(), timeout=timeout
+    )
     cell.scroll_into_view_if_needed()
     return _output(page, index)
 

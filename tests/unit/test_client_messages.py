@@ -20,7 +20,7 @@ import pytest
 from minio.error import S3Error
 from urllib3 import HTTPResponse
 
-from lab import client
+from lab import client, client_errors
 from lab.errors import (
     AccessDenied,
     BudgetExhausted,
@@ -334,6 +334,11 @@ def test_dummy_rows_have_the_schema_public_values_and_a_mark(capsys: pytest.Capt
     assert frame.height == 50 and frame.columns == [*entry["columns"], "_dummy"]
     assert frame["_dummy"].all() and "DUMMY DATA" in capsys.readouterr().out
     assert set(frame["sex"]) <= {"女", "男"} and set(frame["birth_year"]) <= {1990, 1991}
+    spans = {**entry, "columns": {"birth_date": "Date", "birth_year": "Int64"}, "public_keys": {},
+             "public_years": {"birth_date": [1920, 1930]}}  # fmt: skip
+    born = _gateway(lambda r: httpx.Response(200, json=[spans])).dummy("people", rows=50)
+    assert born["birth_date"].dt.year().is_between(1920, 1930).all()
+    assert (born["birth_year"] == born["birth_date"].dt.year()).all()
     assert frame.schema["month"] == pl.Date and frame.schema["income"] == pl.Float64
     assert all(v.startswith("dummy-industry-") for v in frame["industry"])
     with pytest.raises(NotFound) as caught:
@@ -348,7 +353,7 @@ def test_in_a_notebook_a_lab_error_shows_the_analysts_line_and_the_message_only(
 
     shell = InteractiveShell.instance(colors="nocolor")
     try:
-        client._show_lab_errors_briefly()
+        client_errors.show_lab_errors_briefly()
         shell.run_cell("import lab.client as lab")
         run = shell.run_cell("lab.Connection('http://127.0.0.1:1', 'tok').datasets()")
         shown = capsys.readouterr().out
