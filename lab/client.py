@@ -33,7 +33,15 @@ import httpx
 import polars as pl
 
 from lab import dp as _dp
-from lab.errors import AccessDenied, BudgetExhausted, ConfigError, LabError, NotAuthenticated, NotFound
+from lab.errors import (
+    AccessDenied,
+    BudgetExhausted,
+    Busy,
+    ConfigError,
+    LabError,
+    NotAuthenticated,
+    NotFound,
+)
 from lab.settings import GATEWAY_PREFIX
 from lab.store import layout
 
@@ -65,6 +73,7 @@ _ERRORS: dict[int, type[LabError]] = {
     401: NotAuthenticated,
     403: AccessDenied,
     404: NotFound,
+    429: Busy,
 }
 _AGGREGATES = ("count", "sum", "mean", "quantile", "median", "histogram")
 

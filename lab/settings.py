@@ -71,6 +71,11 @@ class Settings:
     import_pg_hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost", "/run/postgresql")
     # The largest file the operator console accepts as an upload (bytes).
     import_max_bytes: int = 4 << 30
+    # Admission of heavy requests (DP queries, DP extracts) in the gateway: how many run at
+    # once, how many may wait in line, and how long one waits before it is told to retry.
+    heavy_queries: int = 2
+    heavy_queue: int = 8
+    heavy_wait_s: float = 60.0
 
     # Derived locations -------------------------------------------------------
     @property
@@ -207,6 +212,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reservation_timeout_s=_seconds(env, "DATALAB_RESERVATION_TIMEOUT_S", 600.0),
         import_pg_hosts=_hosts(env),
         import_max_bytes=_megabytes(env, "DATALAB_IMPORT_MAX_MB", 4096) << 20,
+        heavy_queries=_whole(env, "DATALAB_HEAVY_QUERIES", 2, lowest=1),
+        heavy_queue=_whole(env, "DATALAB_HEAVY_QUEUE", 8, lowest=0),
+        heavy_wait_s=_seconds(env, "DATALAB_HEAVY_WAIT_S", 60.0),
     )
 
 
@@ -224,6 +232,17 @@ def _megabytes(env: Mapping[str, str], var: str, default: int) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 10**7:
         raise ConfigError(
             f"{var}={raw[:40]!r} must be a whole number of megabytes > 0 (e.g. 4096) / 须为正整数（MB）."
+        )
+    return int(raw)
+
+
+def _whole(env: Mapping[str, str], var: str, default: int, *, lowest: int) -> int:
+    raw = env.get(var)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not lowest <= int(raw) < 10**4:
+        raise ConfigError(
+            f"{var}={raw[:40]!r} must be a whole number >= {lowest} (e.g. {default}) / 须为 ≥ {lowest} 的整数"
         )
     return int(raw)
 

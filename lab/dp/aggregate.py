@@ -7,10 +7,11 @@ without touching the guarantee. :meth:`Aggregator.aggregate` returns, for a plan
 * counts, histograms, sums, means: one row per group (every public key, in the plan's
   order, zero when empty; the groups found when keys are released; one row ungrouped)
   with ``count`` / ``sum`` / ``len``, as OpenDP's Context API would aggregate them;
-* quantiles: the rows per group and *cell* of the candidates, ``(keys, lt, le, count)``
-  where ``lt`` / ``le`` are how many candidates are < / <= the value. OpenDP's quantile
-  scores are a function of these counts alone (:func:`lab.dp.execute.quantile_scores_from_cells`),
-  so no column of values is ever materialised.
+* quantiles: the rows per group and *cell* of the candidates, ``(keys, cell, count)``
+  where ``cell = #(candidates < value) + #(candidates <= value)`` (even: between two
+  candidates; odd: on one). OpenDP's quantile scores are a function of these counts alone
+  (:func:`lab.dp.execute.quantile_scores_from_cells`), so no column of values is ever
+  materialised.
 
 :class:`PolarsAggregator` runs on one node in bounded memory. Plain aggregates stream.
 Truncation per identifier (the first ``max_rows`` rows of each person, like OpenDP's
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import polars as pl
 
@@ -35,8 +36,8 @@ from lab.dp.plan import Plan, bin_labels, key_dtype
 from lab.dp.query import Filter
 
 VALUE: Final = "__dp_clamped_value"
-LT: Final = "__dp_lt"  # candidates < value
-LE: Final = "__dp_le"  # candidates <= value
+CELL: Final = "__dp_cell"  # #(candidates < value) + #(candidates <= value)
+I64_MAX: Final = 2**63 - 1
 # Polars' streaming engine: as fast as the in-memory one here and a third of its memory on 10M rows.
 ENGINE: Final = "streaming"
 ROWS_PER_BUCKET: Final = 4_000_000  # rows of one bucket of the truncation (~200 MB in Polars' window)
@@ -128,25 +129,29 @@ def _aggregations(plan: Plan) -> list[pl.Expr]:
     return [*exprs, length.alias("len")] if kind == "mean" else exprs
 
 
+def cell_edges(candidates: tuple[Any, ...], integer: bool) -> list[Any]:
+    """Each candidate and the next value after it: ``#(edges <= v)`` is ``v``'s cell.
+
+    ``c < v`` holds exactly when ``succ(c) <= v`` (``c + 1`` for integers, the next float
+    otherwise), so one search gives ``#(c < v) + #(c <= v)``.
+    """
+    if integer:
+        return sorted([*candidates, *(c + 1 for c in candidates if c < I64_MAX)])
+    normal = [c + 0.0 for c in candidates]  # -0.0 and 0.0 are one value for OpenDP (partial_cmp)
+    return sorted([*normal, *(math.nextafter(c, math.inf) for c in normal)])
+
+
 def _with_cells(plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
     """The quantile's column as OpenDP reads it (non-null, non-NaN), replaced by its cell."""
     column = plan.query.aggregate.column or ""
     dtype = pl.Int64 if plan.integer else pl.Float64
-    value = pl.col(column).cast(dtype, strict=False)
-    data = lf.select([*plan.key_columns, value]).drop_nulls(column)
-    candidates = list(plan.candidates or ())
+    data = lf.select([*plan.key_columns, pl.col(column).cast(dtype, strict=False)]).drop_nulls(column)
+    value = pl.col(column)
     if not plan.integer:
-        data = data.filter(pl.col(column).is_not_nan())
-        # OpenDP compares with partial_cmp (-0.0 == 0.0); adding 0.0 turns -0.0 into 0.0
-        value, candidates = pl.col(column) + 0.0, [c + 0.0 for c in candidates]
-    else:
-        value = pl.col(column)
-    cands = pl.lit(pl.Series(candidates, dtype=dtype))
-    return data.select(
-        *plan.key_columns,
-        cands.search_sorted(value, side="left").alias(LT),
-        cands.search_sorted(value, side="right").alias(LE),
-    )
+        data = data.filter(value.is_not_nan())
+        value = value + 0.0  # turns -0.0 into 0.0
+    edges = pl.lit(pl.Series(cell_edges(plan.candidates or (), plan.integer), dtype=dtype))
+    return data.select(*plan.key_columns, edges.search_sorted(value, side="right").alias(CELL))
 
 
 def sum_columns(plan: Plan) -> list[str]:
@@ -158,7 +163,7 @@ def sum_columns(plan: Plan) -> list[str]:
 
 def group_columns(plan: Plan) -> list[str]:
     """The columns the exact table is grouped by (quantiles: the keys and the cell)."""
-    cells = [LT, LE] if plan.candidates is not None else []
+    cells = [CELL] if plan.candidates is not None else []
     return [*plan.key_columns, *cells]
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from lab.dp.aggregate import LE, LT, Aggregator, PolarsAggregator
+from lab.dp.aggregate import CELL, Aggregator, PolarsAggregator
 from lab.dp.calibrate import (
     Calibration,
     LaplaceStat,
@@ -74,25 +74,24 @@ def noisy_released(plan: Plan, calibration: Calibration, table: pl.DataFrame) ->
 
 
 def quantile_scores_from_cells(
-    lt: np.ndarray, le: np.ndarray, counts: np.ndarray, candidates: int, alpha: float
+    cells: np.ndarray, counts: np.ndarray, candidates: int, alpha: float
 ) -> list[int]:
     """OpenDP's quantile scores of one group from its cell counts (see the module docstring).
 
-    ``lt`` / ``le`` hold, per cell, how many candidates are < / <= its values, ``counts``
-    how many values it has.
+    A value in cell ``2i`` lies between candidates ``i - 1`` and ``i``; in cell ``2i + 1``
+    it equals candidate ``i``. ``counts`` holds how many values each cell has.
     """
     num, den, limit = score_constants(alpha)
-    by_le = [0] * (candidates + 1)  # values with le == i are below candidates i, i+1, ...
-    by_lt = [0] * (candidates + 1)  # values with lt == i are at most candidates i, i+1, ...
-    for lt_i, le_i, count in zip(lt.tolist(), le.tolist(), counts.tolist(), strict=True):
-        by_le[le_i] += count
-        by_lt[lt_i] += count
-    n = sum(by_le)
-    scores, below, at_most = [], 0, 0
+    per_cell = [0] * (2 * candidates + 1)
+    for cell, count in zip(cells.tolist(), counts.tolist(), strict=True):
+        per_cell[cell] += count
+    n = sum(per_cell)
+    scores, below = [], 0
     for j in range(candidates):
-        below, at_most = below + by_le[j], at_most + by_lt[j]
-        equal = at_most - below
+        below += per_cell[2 * j]  # values < candidate j
+        equal = per_cell[2 * j + 1]
         scores.append(abs(den * min(below, limit) - num * min(n - equal, limit)))
+        below += equal
     return scores
 
 
@@ -106,14 +105,12 @@ def noisy_quantiles(plan: Plan, calibration: Calibration, cells: pl.DataFrame) -
     groups: dict[tuple[Any, ...], pl.DataFrame] = (
         {(): cells} if not columns else cells.partition_by(columns, as_dict=True, include_key=False)
     )
-    empty = pl.DataFrame(
-        {LT: [], LE: [], "count": []}, schema={LT: pl.UInt32, LE: pl.UInt32, "count": pl.Int64}
-    )
+    empty = pl.DataFrame({CELL: [], "count": []}, schema={CELL: pl.UInt32, "count": pl.Int64})
     rows = []
     for key in plan.keys or ((),):
         part = groups.get(key, empty)
         scores = quantile_scores_from_cells(
-            part[LT].to_numpy(), part[LE].to_numpy(), part["count"].to_numpy(), len(candidates), alpha
+            part[CELL].to_numpy(), part["count"].to_numpy(), len(candidates), alpha
         )
         choice = candidates[mechanism(scores)]
         rows.append({**dict(zip(columns, key, strict=True)), agg.label: choice})

@@ -2,7 +2,8 @@
 
 ``Gateway.run`` is the one path from a notebook to raw data and runs its checks in a
 fixed order, never overridden: authorise (role, active grant with the ``dp`` mode) →
-validate the query against the DP view → reserve the budget (atomically, in the ledger)
+validate the query against the DP view → wait for a slot (:mod:`lab.services.admission`:
+a query turned away as busy has reserved nothing) → reserve the budget (atomically, in the ledger)
 → execute with OpenDP → record (the audit record with the canonical query, ε, δ and the
 result's digest is durable) → release the result.
 
@@ -30,6 +31,7 @@ from lab.policy import Policy
 from lab.rawtables import RawTables, Table
 from lab.registry import catalogue
 from lab.registry.datasets import LivePolicies
+from lab.services.admission import Admission
 from lab.settings import Settings
 from lab.suspicious import DatasetProfile
 
@@ -105,6 +107,7 @@ class Gateway:
         self.settings = settings
         self.ledger = ledger
         self.tables = RawTables(settings, policies)
+        self.admission = Admission(settings.heavy_queries, settings.heavy_queue, settings.heavy_wait_s)
         self._profiles: dict[str, tuple[Any, DatasetProfile]] = {}
         sync_budget_limits(ledger, policies, actor="gateway-policy")
         if isinstance(policies, LivePolicies):  # a register accepted later gets its caps at once
@@ -215,9 +218,12 @@ class Gateway:
         query, table, grant = self._prepare(caller, body)
         preview = dp.preview(query, table.meta)  # invalid queries fail here, before any reservation
         try:
-            with self.ledger.spend(
-                grant.id, preview.epsilon, preview.delta, actor=caller.username, query=query.canonical()
-            ) as spend:
+            with (
+                self.admission.slot(),
+                self.ledger.spend(
+                    grant.id, preview.epsilon, preview.delta, actor=caller.username, query=query.canonical()
+                ) as spend,
+            ):
                 # Charged from the first row read on; a failure before it is refunded.
                 result = dp.release(query, table.frame, table.meta, before_read=spend.reading_data)
                 spend.result(result.digest, scale=result.scale, groups=len(result.rows))
@@ -254,14 +260,15 @@ class Gateway:
     def build_extract(self, caller: Caller, body: Mapping[str, Any]) -> dict[str, Any]:
         """Build a DP extract for the caller's organisation, charged to its grant."""
         caller.require("analyst")
-        return extracts.build_dp(
-            self.settings,
-            str(body.get("dataset")),
-            caller.org or "",
-            kind=str(body.get("kind")),
-            spec=body.get("spec") or {},
-            actor=caller.username,
-        )
+        with self.admission.slot():  # before the extract reserves its budget
+            return extracts.build_dp(
+                self.settings,
+                str(body.get("dataset")),
+                caller.org or "",
+                kind=str(body.get("kind")),
+                spec=body.get("spec") or {},
+                actor=caller.username,
+            )
 
     def history(self, caller: Caller) -> list[dict[str, Any]]:
         """The caller's own DP queries, newest first."""

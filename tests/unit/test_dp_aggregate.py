@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 
 from lab import dp as labdp
-from lab.dp.aggregate import LE, LT, PolarsAggregator
+from lab.dp.aggregate import CELL, PolarsAggregator
 from lab.dp.calibrate import quantile_scores
 from lab.dp.execute import quantile_scores_from_cells
 from lab.dp.plan import Plan, resolve
@@ -158,6 +158,28 @@ def test_each_person_keeps_at_most_k_rows_the_first_ones(data: pl.DataFrame) -> 
     assert dict(zip(first["person_key"], first["sum"], strict=True)) == dict(seq)
 
 
+EXTREMES = [
+    (pl.Series("v", [-(2**63), -1, 0, 0, 5, 2**63 - 1], dtype=pl.Int64), (-(2**62), 0, 1, 2**62)),
+    (
+        pl.Series("v", [-0.0, 0.0, 5e-324, 1.0, float("inf"), -float("inf")]),
+        (-0.0, 5e-324, 1.0, 1.0000000000000002),
+    ),
+]
+
+
+@pytest.mark.parametrize(("values", "candidates"), EXTREMES)
+def test_scores_at_the_ends_of_the_types_equal_opendps(
+    values: pl.Series, candidates: tuple[Any, ...]
+) -> None:
+    frame = pl.DataFrame({"v": values})
+    meta = labdp.FrameMeta.from_lazyframe(frame.lazy(), max_rows=10**6)
+    query = labdp.on("t").quantile("v", alpha=0.5, candidates=list(candidates), epsilon=1.0)
+    cells = ONE_PASS.aggregate(resolve(query, meta), frame.lazy())
+    ours = quantile_scores_from_cells(cells[CELL].to_numpy(), cells["count"].to_numpy(), len(candidates), 0.5)
+    integer = values.dtype == pl.Int64
+    assert ours == list(quantile_scores(candidates, 0.5, integer)(values.to_numpy(writable=True)))
+
+
 @pytest.mark.parametrize("alpha", [0.5, 0.25, 0.1, 0.9, 0.0, 1.0, 0.333, 0.7071, 0.123456789])
 def test_scores_from_cells_equal_opendps_scores(alpha: float) -> None:
     rng = np.random.default_rng(int(alpha * 1e6))
@@ -175,7 +197,7 @@ def test_scores_from_cells_equal_opendps_scores(alpha: float) -> None:
         query = labdp.on("t").quantile("v", alpha=alpha, candidates=list(candidates), epsilon=1.0)
         cells = ONE_PASS.aggregate(resolve(query, meta), frame.lazy())
         ours = quantile_scores_from_cells(
-            cells[LT].to_numpy(), cells[LE].to_numpy(), cells["count"].to_numpy(), len(candidates), alpha
+            cells[CELL].to_numpy(), cells["count"].to_numpy(), len(candidates), alpha
         )
         theirs = quantile_scores(candidates, alpha, integer)(values.to_numpy(writable=True))
         assert ours == list(theirs)
