@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+import numpy as np
 import polars as pl
 
 from lab.dp.plan import Plan, bin_labels, key_dtype
@@ -150,8 +151,16 @@ def _with_cells(plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
     if not plan.integer:
         data = data.filter(value.is_not_nan())
         value = value + 0.0  # turns -0.0 into 0.0
-    edges = pl.lit(pl.Series(cell_edges(plan.candidates or (), plan.integer), dtype=dtype))
-    return data.select(*plan.key_columns, edges.search_sorted(value, side="right").alias(CELL))
+    edges = np.array(
+        cell_edges(plan.candidates or (), plan.integer), dtype=np.int64 if plan.integer else np.float64
+    )
+
+    def cells(values: pl.Series) -> pl.Series:
+        return pl.Series(np.searchsorted(edges, values.to_numpy(), side="right").astype(np.uint32))
+
+    # numpy per batch: streams (Polars' search_sorted against a literal holds the whole column)
+    cell = value.map_batches(cells, return_dtype=pl.UInt32, is_elementwise=True)
+    return data.select(*plan.key_columns, cell.alias(CELL))
 
 
 def sum_columns(plan: Plan) -> list[str]:
