@@ -171,24 +171,47 @@ class Connection:
             else pl.DataFrame(schema=["time", "dataset", "outcome", "epsilon", "delta", "query"])
         )
 
-    def _s3(self) -> Any:
-        from minio import Minio
+    def _credentials(self) -> Any:
         from minio.credentials import WebIdentityProvider
 
         # No DurationSeconds: the credentials expire with the access token (MinIO caps any
         # longer request at 15 minutes anyway), and are fetched again with a fresh token.
-        provider = WebIdentityProvider(
+        return WebIdentityProvider(
             jwt_provider_func=lambda: {"access_token": self._token()},
             sts_endpoint=f"http://{self.s3_endpoint}",
         )
-        return Minio(self.s3_endpoint, credentials=provider, secure=False, region="us-east-1")
 
-    def extract(self, dataset: str, kind: str = "masked", table: str | None = None) -> Any:
+    def _s3(self) -> Any:
+        from minio import Minio
+
+        return Minio(self.s3_endpoint, credentials=self._credentials(), secure=False, region="us-east-1")
+
+    def _storage_options(self) -> dict[str, str]:
+        """Polars' S3 options with the analyst's own short-lived credentials (never the root keys)."""
+        creds = self._credentials().retrieve()
+        options = {
+            "aws_access_key_id": creds.access_key,
+            "aws_secret_access_key": creds.secret_key,
+            "aws_endpoint_url": f"http://{self.s3_endpoint}",
+            "aws_region": "us-east-1",
+            "aws_allow_http": "true",
+        }
+        if creds.session_token:
+            options["aws_session_token"] = creds.session_token
+        return options
+
+    def extract(
+        self, dataset: str, kind: str = "masked", table: str | None = None, *, lazy: bool = False
+    ) -> Any:
         """Your organisation's newest extract of ``dataset`` of one ``kind``.
 
         ``masked``: de-identified microdata (a DataFrame); ``dp-synthetic``: DP synthetic
         rows (a DataFrame, marked synthetic); ``dp-table``: the DP tables, a dict of
-        DataFrames by name (or the one named ``table``).
+        DataFrames by name (or the one named ``table``). With ``lazy=True`` each is a
+        LazyFrame scanning the object in MinIO with your credentials, so a register larger
+        than the notebook's memory can be filtered and aggregated in streaming; collect it
+        within about 15 minutes (the credentials expire with your token), or call
+        ``extract`` again.
         """
         org = self.me().get("org")
         if not org:
@@ -199,7 +222,14 @@ class Connection:
         from minio.error import MinioException, S3Error
 
         try:
-            return self._extract(self._s3(), org, dataset, kind, table)
+            s3, scan = self._s3(), None
+            if lazy:
+                options = self._storage_options()
+
+                def scan(name: str) -> pl.LazyFrame:
+                    return pl.scan_parquet(f"s3://{layout.EXTRACTS_BUCKET}/{name}", storage_options=options)
+
+            return self._extract(s3, org, dataset, kind, table, scan)
         except S3Error as exc:
             raise _s3_error(exc, dataset) from None
         except MinioException as exc:  # e.g. the token was not exchanged for storage credentials
@@ -211,7 +241,15 @@ class Connection:
                 reason="storage",
             ) from None
 
-    def _extract(self, s3: Any, org: str, dataset: str, kind: str, table: str | None) -> Any:
+    def _extract(
+        self,
+        s3: Any,
+        org: str,
+        dataset: str,
+        kind: str,
+        table: str | None,
+        scan: Callable[[str], pl.LazyFrame] | None = None,
+    ) -> Any:
         bucket = layout.EXTRACTS_BUCKET
 
         def read(name: str) -> bytes:
@@ -221,6 +259,9 @@ class Connection:
             finally:
                 response.close()
                 response.release_conn()
+
+        def frame(name: str) -> pl.DataFrame | pl.LazyFrame:
+            return scan(name) if scan is not None else pl.read_parquet(io.BytesIO(read(name)))
 
         versions = sorted(
             {o.object_name for o in s3.list_objects(bucket, prefix=layout.dataset_prefix(org, dataset))}
@@ -233,10 +274,10 @@ class Connection:
             if manifest.get("kind", "masked") != kind:
                 continue
             if kind == "masked":
-                return pl.read_parquet(io.BytesIO(read(f"{version}{layout.MASKED_DATA}")))
+                return frame(f"{version}{layout.MASKED_DATA}")
             if kind == "dp-synthetic":
                 warnings.warn(SYNTHETIC_NOTICE, SyntheticDataWarning, stacklevel=2)
-                return pl.read_parquet(io.BytesIO(read(f"{version}{layout.SYNTHETIC_DATA}")))
+                return frame(f"{version}{layout.SYNTHETIC_DATA}")
             tables = {Path(name).stem: name for name in manifest["files"] if name.endswith(".parquet")}
             if table is not None:
                 if table not in tables:
@@ -244,10 +285,8 @@ class Connection:
                         f"No table {table!r} in this extract; it has {', '.join(sorted(tables))}. "
                         f"/ 该数据中没有表 {table}，现有：{'、'.join(sorted(tables))}。"
                     )
-                return pl.read_parquet(io.BytesIO(read(f"{version}{tables[table]}")))
-            return {
-                name: pl.read_parquet(io.BytesIO(read(f"{version}{file}"))) for name, file in tables.items()
-            }
+                return frame(f"{version}{tables[table]}")
+            return {name: frame(f"{version}{file}") for name, file in tables.items()}
         raise NotFound(
             f"No {kind} extract of {dataset!r} has been built for {org}. "
             f"/ 尚未为贵机构生成 {dataset} 的 {kind} 数据。"
@@ -402,9 +441,12 @@ def dp(dataset: str) -> QueryBuilder:
     return _connection().dp(dataset)
 
 
-def extract(dataset: str, kind: str = "masked", table: str | None = None) -> Any:
-    """Your organisation's newest extract: ``masked``, ``dp-table`` or ``dp-synthetic``. / 最新的数据产品。"""
-    return _connection().extract(dataset, kind, table)
+def extract(dataset: str, kind: str = "masked", table: str | None = None, *, lazy: bool = False) -> Any:
+    """Your organisation's newest extract: ``masked``, ``dp-table`` or ``dp-synthetic``. / 最新的数据产品。
+
+    ``lazy=True``: a LazyFrame scanning it in the object store (for extracts larger than memory).
+    """
+    return _connection().extract(dataset, kind, table, lazy=lazy)
 
 
 def history() -> pl.DataFrame:
