@@ -219,6 +219,7 @@ def measure(query_name: str, rows: int, path: Path, args: argparse.Namespace) ->
         "speedup_vs_context": _ratio(context_p50, p50, 1),
         "peak_rss_mb": get(ours, "peak_rss_mb", 1),
         "exact_peak_rss_mb": get(exact, "peak_rss_mb", 1),
+        "streaming_peak_rss_mb": get(streaming, "peak_rss_mb", 1),
         "context_peak_rss_mb": get(context, "peak_rss_mb", 1),
         "cold_s": get(ours, "first_s"),
         "repeats": args.repeats,
