@@ -139,3 +139,57 @@ def test_a_query_turned_away_reserves_no_budget(tmp_path: Any, monkeypatch: pyte
 def test_bad_admission_settings_name_the_variable(name: str, value: str, tmp_path: Any) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings({"DATALAB_HOME": str(tmp_path), name: value})
+
+
+def test_twenty_heavy_queries_at_once_are_run_or_told_to_wait_and_light_requests_keep_answering() -> None:
+    """The gateway's shape in one process: sync endpoints on the server's thread pool, the real
+    error handler. Heavy work is a 0.3 s sleep (the engine releases the GIL likewise)."""
+    import asyncio
+    import statistics
+
+    import httpx
+    from fastapi import FastAPI
+
+    from lab.errors import LabError
+
+    admission = Admission(limit=2, queue=8, wait_s=10)
+    app = FastAPI()
+
+    @app.exception_handler(LabError)
+    async def lab_error(request: Any, exc: LabError) -> Any:
+        return error_response(exc)
+
+    @app.post("/heavy")
+    def heavy() -> dict[str, bool]:
+        with admission.slot():
+            time.sleep(0.3)
+        return {"ok": True}
+
+    @app.get("/light")
+    def light() -> dict[str, bool]:
+        return {"ok": True}
+
+    async def scenario() -> tuple[list[httpx.Response], list[float]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            heavies = [asyncio.create_task(http.post("/heavy")) for _ in range(20)]
+            await asyncio.sleep(0.1)
+            light_s = []
+            for _ in range(40):
+                start = time.perf_counter()
+                assert (await http.get("/light")).status_code == 200
+                light_s.append(time.perf_counter() - start)
+                await asyncio.sleep(0.02)
+            return list(await asyncio.gather(*heavies)), light_s
+
+    answers, light_s = asyncio.run(scenario())
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200] * 10 + [429] * 10  # 2 ran at once, 8 waited their turn, 10 were told to wait
+    for refused in (r for r in answers if r.status_code == 429):
+        error = refused.json()["error"]
+        assert int(refused.headers["Retry-After"]) >= 1 and error["reason"] == "busy"
+        assert "position 9" in error["message"] and "排队第 9 位" in error["message"]
+    p95 = statistics.quantiles(light_s, n=20)[-1]
+    assert p95 < 0.3, (
+        f"light requests waited behind heavy ones (p95 {p95:.3f} s)"
+    )  # one heavy query takes 0.3 s
