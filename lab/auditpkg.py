@@ -156,7 +156,7 @@ def seal(
     if not verification.ok:
         raise ConfigError(
             f"the audit log does not verify ({verification.message}); it is not sealed until the breach "
-            "is reviewed",
+            "is reviewed / 审计日志核验未通过，在审查完破坏情况之前不会封存",
             reason="audit-broken",
         )
     client = storage.root_client(settings)

@@ -99,7 +99,10 @@ class Connection:
         try:
             error = response.json()["error"]
         except (ValueError, KeyError, TypeError):
-            raise LabError(f"The gateway answered {response.status_code}: {response.text[:200]}") from None
+            raise LabError(
+                f"The gateway answered {response.status_code} (网关返回错误，请稍后重试或联系运营人员): "
+                f"{response.text[:200]}"
+            ) from None
         kind = (
             BudgetExhausted
             if error.get("reason") == "budget-exhausted"

@@ -251,7 +251,10 @@ def build_dp(
     """
     organisation(settings, org, active=True)
     if kind not in dpextract.KINDS:
-        raise ConfigError(f"Unknown extract kind {kind!r}; choose masked, {', '.join(dpextract.KINDS)}.")
+        raise ConfigError(
+            f"Unknown extract kind {kind!r}; choose masked, {', '.join(dpextract.KINDS)}. "
+            f"/ 未知的数据产品类型 {kind!r}，请选择 masked 或 {', '.join(dpextract.KINDS)}"
+        )
     policies = registry_policies(settings)
     tables = RawTables(settings, policies)
     table = tables.table(dataset)  # unknown dataset or not generated yet
@@ -315,7 +318,7 @@ def trace_file(settings: Settings, path: str | Path) -> TraceResult:
     """Name the organisation whose extract ``path`` (or a sample of its rows) came from."""
     file = Path(path)
     if not file.is_file():
-        raise NotFound(f"No such file: {file}")
+        raise NotFound(f"No such file: {file} / 文件不存在：{file}")
     with ledger(settings) as book:
         builds = [
             Fingerprint.from_dict(r.details["fingerprint"])

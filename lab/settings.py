@@ -174,9 +174,16 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{var}={raw!r} is not a port number; set it to an integer 1024-65535.") from None
+        raise ConfigError(
+            f"{var}={raw!r} is not a port number; set it to an integer 1024-65535. "
+            f"/ {var} 不是端口号，请设为 1024-65535 之间的整数。"
+        ) from None
     if not 1024 <= value <= 65535:
-        raise ConfigError(f"{var}={value} is out of range; choose a port from 1024 to 65535.")
+        raise ConfigError(
+            f"{var}={value} is out of range; choose a port from 1024 to 65535. / {var} 超出范围，请选择 "
+            "1024-65535 "
+            "之间的端口。"
+        )
     return value
 
 
@@ -193,7 +200,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if value in taken:
             raise ConfigError(
                 f"{Ports.env_name(f.name)} and {Ports.env_name(taken[value])} are both {value}; "
-                "give each component its own port."
+                "give each component its own port. / 两个组件使用了同一端口，请为每个组件指定不同的端口。"
             )
         taken[value] = f.name
     policies = Path(env.get("DATALAB_POLICIES") or REPO / "policies").expanduser().resolve()

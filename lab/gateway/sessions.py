@@ -133,7 +133,10 @@ class Sessions:
             or not code
             or not hmac.compare_digest(str(flow["state"]).encode(), state.encode())
         ):
-            raise NotAuthenticated("The login did not complete (state mismatch or expired); log in again.")
+            raise NotAuthenticated(
+                "The login did not complete (state mismatch or expired); log in again. "
+                "/ 登录未完成（状态不匹配或已过期），请重新登录。"
+            )
         response = httpx.post(
             f"{self.oidc}/token",
             data={
@@ -152,14 +155,16 @@ class Sessions:
                 else None
             )
             raise NotAuthenticated(
-                "Keycloak refused the login code; log in again.",
+                "Keycloak refused the login code; log in again. / Keycloak 拒绝了登录码，请重新登录。",
                 detail=f"token endpoint answered HTTP {response.status_code} ({error})",
             )
         tokens = response.json()
         caller = self.verifier.caller(str(tokens.get("access_token", "")))
         id_claims = self.verifier.claims(str(tokens.get("id_token", "")))
         if not hmac.compare_digest(str(id_claims.get("nonce", "")), str(flow["nonce"])):
-            raise NotAuthenticated("The login's nonce does not match; log in again.")
+            raise NotAuthenticated(
+                "The login's nonce does not match; log in again. / 登录校验值不匹配，请重新登录。"
+            )
         return caller, str(flow.get("next") or "")
 
     # --- the session cookie -------------------------------------------------------------

@@ -92,7 +92,10 @@ class LedgerCore:
     def _now(self) -> datetime:
         now = self._clock()
         if now.tzinfo is None:
-            raise ConfigError("the ledger's clock must return timezone-aware times", reason="invalid-value")
+            raise ConfigError(
+                "the ledger's clock must return timezone-aware times / 台账时钟必须返回带时区的时间",
+                reason="invalid-value",
+            )
         return now
 
     @contextmanager
@@ -188,7 +191,9 @@ class LedgerCore:
         Refused unless the chain itself verifies. Leaves an audit record saying so.
         """
         if self._anchor is None:
-            raise ConfigError("this ledger has no anchor file configured", reason="ledger-anchor")
+            raise ConfigError(
+                "this ledger has no anchor file configured / 台账未配置锚点文件", reason="ledger-anchor"
+            )
         with read_tx(self._engine) as conn:
             result = walk_chain(conn, None, anchored=False)
         if not result.ok:
