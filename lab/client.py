@@ -340,6 +340,14 @@ class PendingQuery:
             f"DP query (not yet run / 尚未执行): {p['query']}",
             f"  cost 花费: {cost};  accuracy 95% 精度: {accuracy}",
         ]
+        if p.get("mean_accuracy"):
+            shown = ", ".join(
+                f"±{m['accuracy']:.4g} (n={m['rows']:,})"
+                if m["accuracy"] is not None
+                else f"suppressed 不发布 (n={m['rows']:,})"
+                for m in p["mean_accuracy"]
+            )
+            lines.append(f"  mean 均值 95% accuracy 精度, for a group of n rows 每组 n 行: {shown}")
         if asked > left or not p["affordable"]:
             lines.append(
                 f"  ✗ budget: ε {asked:g} exceeds what is left (ε {left:g}{of}); release() will be refused "
