@@ -67,14 +67,14 @@ def root_client(settings: Settings) -> Minio:
         settings.minio_endpoint,
         access_key=MINIO_ROOT_USER,
         secret_key=vault.secret(settings, "minio-root-password"),
-        secure=False,
+        secure=settings.minio_secure,
         region=REGION,
     )
 
 
 def _admin(settings: Settings) -> MinioAdmin:
     provider = StaticProvider(MINIO_ROOT_USER, vault.secret(settings, "minio-root-password"))
-    return MinioAdmin(endpoint=settings.minio_endpoint, credentials=provider, secure=False)
+    return MinioAdmin(endpoint=settings.minio_endpoint, credentials=provider, secure=settings.minio_secure)
 
 
 def extracts_read_policy(org: str, datasets: Iterable[str] | None = None) -> dict[str, Any]:
@@ -253,7 +253,7 @@ def read_json(client: Minio, bucket: str, name: str) -> dict[str, Any] | None:
 
 def analyst_credentials(settings: Settings, access_token: str) -> Credentials:
     """Temporary S3 credentials for the holder of a Keycloak access token (they expire with it)."""
-    return web_identity(f"http://{settings.minio_endpoint}", lambda: access_token).retrieve()
+    return web_identity(settings.minio_url, lambda: access_token).retrieve()
 
 
 def web_identity(sts_endpoint: str, token: Any) -> WebIdentityProvider:
@@ -273,7 +273,7 @@ def analyst_client(settings: Settings, access_token: str) -> Minio:
         access_key=creds.access_key,
         secret_key=creds.secret_key,
         session_token=creds.session_token,
-        secure=False,
+        secure=settings.minio_secure,
         region=REGION,
     )
 

@@ -172,7 +172,7 @@ class TokenVerifier:
 
     def __init__(self, settings: Settings, directory: Directory | None = None) -> None:
         self.issuer = settings.issuer
-        self._jwks = jwt.PyJWKClient(f"{settings.issuer}/protocol/openid-connect/certs", lifespan=300)
+        self._jwks = jwt.PyJWKClient(f"{settings.oidc_internal}/certs", lifespan=300)
         self.hub = HubTokenVerifier(settings)
         self.directory = directory or Directory(settings)
 

@@ -81,7 +81,7 @@ def routes(app: FastAPI) -> APIRouter:
     app.state.governance = gov
     gov.profiles = app.state.gateway.profile
     app.state.sweeper = sweeper
-    sealer = auditpkg.Sealer(settings, ledger)
+    sealer = auditpkg.Sealer(settings, ledger, interval=settings.seal_interval_s)
     reservations = ReservationSweeper(ledger, timeout_s=settings.reservation_timeout_s)
 
     @asynccontextmanager

@@ -97,7 +97,8 @@ class Sessions:
         self.signer = Signer(bytes.fromhex(vault.secret(settings, KEY_SECRET, nbytes=32)))
         self.console_url = f"{settings.public_url}{console_path}"
         self.cookie_path = console_path.rstrip("/") or "/"
-        self.oidc = f"{settings.issuer}/protocol/openid-connect"
+        self.oidc = settings.oidc_public  # where browsers are sent
+        self.oidc_internal = settings.oidc_internal  # where the gateway itself asks
 
     @property
     def redirect_uri(self) -> str:
@@ -138,7 +139,7 @@ class Sessions:
                 "/ 登录未完成（状态不匹配或已过期），请重新登录。"
             )
         response = httpx.post(
-            f"{self.oidc}/token",
+            f"{self.oidc_internal}/token",
             data={
                 "grant_type": "authorization_code",
                 "code": code,

@@ -81,15 +81,15 @@ def configure(c: Any, settings: Settings) -> None:
 
 def _authenticator(c: Any, settings: Settings) -> None:
     """Log in through Keycloak (OpenID Connect, realm ``datalab``)."""
-    oidc = f"{settings.issuer}/protocol/openid-connect"
+    oidc, internal = settings.oidc_public, settings.oidc_internal  # browsers' and the hub's own
     c.JupyterHub.authenticator_class = "lab.hub.auth.LabAuthenticator"
     auth = c.LabAuthenticator
     auth.client_id = iam.HUB_CLIENT_ID
     auth.client_secret = vault.secret(settings, "hub-client-secret")
     auth.oauth_callback_url = f"{settings.hub_url}/hub/oauth_callback"
     auth.authorize_url = f"{oidc}/auth"
-    auth.token_url = f"{oidc}/token"
-    auth.userdata_url = f"{oidc}/userinfo"
+    auth.token_url = f"{internal}/token"
+    auth.userdata_url = f"{internal}/userinfo"
     auth.logout_redirect_url = f"{oidc}/logout?client_id={iam.HUB_CLIENT_ID}"
     auth.scope = ["openid", "profile", "email"]
     auth.username_claim = "preferred_username"

@@ -8,6 +8,8 @@ moved to the new head of the chain (see :mod:`lab.ledger.chain`).
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Self
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from lab.errors import ConfigError
 from lab.ledger import audit as audit_q
@@ -80,6 +82,41 @@ class LedgerCore:
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
+
+    @contextmanager
+    def exclusive(self, name: str, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the lab-wide lock ``name`` (e.g. ``"audit-seal"``); yields whether it was taken.
+
+        Every process on this ledger shares it, on any host: PostgreSQL's session advisory
+        lock (released if the holder dies), or an ``flock`` beside an SQLite file (one
+        host by construction). ``wait=False`` yields False at once when another holds it.
+        """
+        key = int.from_bytes(hashlib.sha256(f"datalab:{name}".encode()).digest()[:8], "big", signed=True)
+        if self.backend == "postgresql":
+            with self._engine.connect() as conn:
+                if wait:
+                    conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                    got = True
+                else:
+                    got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+                try:
+                    yield got
+                finally:
+                    if got:
+                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+            return
+        database = self._engine.url.database or ""
+        with open(f"{database}.{name}.lock", "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def __enter__(self) -> Self:
         return self

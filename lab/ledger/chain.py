@@ -126,6 +126,13 @@ def check_kind(kind: str) -> str:
     return kind
 
 
+def lock_head(conn: Connection) -> Any:
+    """Lock the chain's head row for this transaction and return it (seq, hash)."""
+    return conn.execute(
+        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+    ).one()
+
+
 def append_record(
     conn: Connection,
     *,
@@ -147,9 +154,7 @@ def append_record(
         "dataset": dataset,
         "details": check_details(details),
     }
-    head = conn.execute(
-        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-    ).one()
+    head = lock_head(conn)
     fields["seq"] = head.seq + 1
     fields["prev_hash"] = head.hash
     fields["hash"] = record_hash(fields)

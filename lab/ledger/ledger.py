@@ -32,6 +32,7 @@ from typing import Any
 
 from lab.errors import AccessDenied, BudgetExhausted, ConfigError, LabError
 from lab.ledger import budget, grants, totals
+from lab.ledger.chain import lock_head
 from lab.ledger.db import DELTA_SCALE, EPS_SCALE, lock_scope, read_tx, to_units
 from lab.ledger.models import (
     ABANDONED,
@@ -311,6 +312,12 @@ class Ledger(Workflow):
             if totals.all_limits(conn, dataset) == wanted:
                 return False
         with self._write() as tx:
+            # Two gateway replicas start together and both sync the policies' caps: the audit
+            # head's lock (taken first, as every append takes it last) orders them, and the
+            # second finds the caps already stored.
+            lock_head(tx.conn)
+            if totals.all_limits(tx.conn, dataset) == wanted:
+                return False
             totals.replace_limits(tx.conn, dataset, wanted, tx.at)
             tx.append(
                 "budget-limits",
