@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -205,18 +206,38 @@ def test_the_gateway_runs_non_root_on_a_read_only_root_with_read_only_secrets(
     )
 
 
-def test_no_service_link_variable_can_shadow_a_lab_setting(gateway: list[dict[str, Any]]) -> None:
+def _service_links(name: str, ports: list[dict[str, Any]]) -> set[str]:
+    """The variables Kubernetes sets in every pod of the namespace for the Service ``name``."""
+    prefix = name.upper().replace("-", "_")
+    out = {f"{prefix}_SERVICE_HOST", f"{prefix}_SERVICE_PORT", f"{prefix}_PORT"}
+    for port in ports:
+        if "name" in port:
+            out.add(f"{prefix}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}")
+        tcp = f"{prefix}_PORT_{port['port']}_{port.get('protocol', 'TCP')}"
+        out |= {tcp, f"{tcp}_PROTO", f"{tcp}_PORT", f"{tcp}_ADDR"}
+    return out
+
+
+def test_no_service_link_variable_can_shadow_a_lab_setting(
+    gateway: list[dict[str, Any]], objects: list[dict[str, Any]]
+) -> None:
     """Kubernetes gives every pod of the namespace <SERVICE>_PORT=tcp://ip:port for each Service;
     a Service named datalab-gateway would set DATALAB_GATEWAY_PORT, which load_settings refuses:
     the hub's login hook (lab.hub.login, in the z2jh hub pod, links on) would fail every login."""
     with pytest.raises(ConfigError, match="DATALAB_GATEWAY_PORT"):
         load_settings({"DATALAB_GATEWAY_PORT": "tcp://10.96.0.12:8010"})
-    service = find(gateway, "Service", GATEWAY_VALUES["service"]["name"])
-    prefix = service["metadata"]["name"].upper().replace("-", "_")
-    assert not prefix.startswith("DATALAB")
-    assert not {f"{prefix}_PORT", f"{prefix}_SERVICE_PORT"} & {Ports.env_name(p) for p in vars(Ports())}
+    read = {Ports.env_name(p) for p in vars(Ports())}
+    for path in (REPO / "lab").rglob("*.py"):
+        read |= set(re.findall(r"DATALAB_[A-Z0-9_]*[A-Z0-9]", path.read_text()))
+    services = [o for o in gateway + objects if o["kind"] == "Service"]
+    links = {name for o in services for name in _service_links(o["metadata"]["name"], o["spec"]["ports"])}
+    # CloudNativePG's Services for the ledger's cluster datalab-pg (step 2) are in the namespace too.
+    for suffix in ("rw", "ro", "r"):
+        links |= _service_links(f"datalab-pg-{suffix}", [{"port": 5432, "name": "postgres"}])
+    assert "LAB_GATEWAY_PORT" in links and read & links == set()
     assert _pod(gateway)["spec"]["enableServiceLinks"] is False
     # The z2jh values name the same Service for the hub's route and the notebooks.
+    service = find(gateway, "Service", GATEWAY_VALUES["service"]["name"])
     name, port = service["metadata"]["name"], service["spec"]["ports"][0]["port"]
     assert Z2JH_VALUES["hub"]["services"]["gateway"]["url"] == f"http://{name}:{port}"
     assert Z2JH_VALUES["singleuser"]["extraEnv"]["DATALAB_GATEWAY_URL"] == (
