@@ -47,6 +47,7 @@ from lab.settings import Settings
 from lab.store import layout
 from lab.store.layout import MASKED_DATA as DATA
 from lab.store.layout import RISK_REPORT as RISK
+from lab.store.ledgers import open_ledger
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def org_key(settings: Settings, org: str) -> OrgKey:
 
 
 def ledger(settings: Settings) -> Ledger:
-    return Ledger(settings.ledger_url, anchor_path=settings.ledger_anchor)
+    return open_ledger(settings)
 
 
 def _version() -> str:

@@ -100,6 +100,9 @@ class Settings:
     endpoints: Endpoints = field(default_factory=Endpoints)
     # New audit records wait at most this long (plus a poll) before the gateway seals them.
     seal_interval_s: float = 30.0
+    # Where the audit chain's head is kept: "file" (the state directory; one host) or
+    # "object" (the object-locked audit archive; every replica on any host shares it).
+    audit_anchor: str = "file"
     # Secrets mounted from elsewhere (a Kubernetes Secret): read, never generated or written.
     secrets_path: Path | None = None  # DATALAB_SECRETS_DIR
     secrets_readonly: bool = False  # DATALAB_SECRETS_READONLY=1
@@ -264,6 +267,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         domain=_domain(env),
         endpoints=_endpoints(env),
         seal_interval_s=_seconds(env, "DATALAB_SEAL_INTERVAL_S", 30.0),
+        audit_anchor=_choice(env, "DATALAB_AUDIT_ANCHOR", ("file", "object")),
         secrets_path=Path(env["DATALAB_SECRETS_DIR"]).resolve() if env.get("DATALAB_SECRETS_DIR") else None,
         secrets_readonly=_flag(env, "DATALAB_SECRETS_READONLY"),
         db_url=env.get("DATALAB_DB_URL") or None,
@@ -298,6 +302,15 @@ def _endpoints(env: Mapping[str, str]) -> Endpoints:
             "/ DATALAB_MINIO_ENDPOINT 须写成 主机:端口"
         )
     return Endpoints(**values, minio=minio or None, minio_tls=_flag(env, "DATALAB_MINIO_TLS"))
+
+
+def _choice(env: Mapping[str, str], var: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(var) or choices[0]).strip().lower()
+    if raw not in choices:
+        raise ConfigError(
+            f"{var}={raw[:20]!r} must be one of {', '.join(choices)} / {var} 只能是 {'、'.join(choices)} 之一"
+        )
+    return raw
 
 
 def _flag(env: Mapping[str, str], var: str) -> bool:

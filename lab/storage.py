@@ -48,6 +48,7 @@ from minio.minioadmin import MinioAdmin
 from minio.objectlockconfig import DAYS, ObjectLockConfig
 
 from lab import vault
+from lab.ledger.chain import ObjectAnchor
 from lab.settings import Settings
 from lab.store import layout
 from lab.store.layout import AUDIT_BUCKET, EXTRACTS_BUCKET, MANIFEST, RAW_BUCKET
@@ -234,6 +235,29 @@ def put_json(client: Minio, bucket: str, name: str, value: dict[str, Any]) -> No
     """Store ``value`` as a JSON object (one PUT: readers see all of it or nothing)."""
     body = json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True).encode()
     client.put_object(bucket, name, io.BytesIO(body), len(body), content_type="application/json")
+
+
+def audit_anchor(settings: Settings, ledger_id: str) -> ObjectAnchor:
+    """The head of the ledger's audit chain kept in the object-locked audit archive."""
+    client, name = root_client(settings), layout.audit_anchor(ledger_id)
+
+    def get() -> bytes | None:
+        try:
+            response = client.get_object(AUDIT_BUCKET, name)
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":
+                return None
+            raise
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
+    def put(data: bytes) -> None:
+        client.put_object(AUDIT_BUCKET, name, io.BytesIO(data), len(data), content_type="application/json")
+
+    return ObjectAnchor(f"{AUDIT_BUCKET}/{name}", get, put)
 
 
 def read_json(client: Minio, bucket: str, name: str) -> dict[str, Any] | None:

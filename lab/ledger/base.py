@@ -22,7 +22,7 @@ from sqlalchemy import select, text
 
 from lab.errors import ConfigError
 from lab.ledger import audit as audit_q
-from lab.ledger.chain import FileAnchor, append_record, walk_chain
+from lab.ledger.chain import FileAnchor, ObjectAnchor, append_record, walk_chain
 from lab.ledger.db import audit, create_schema, ledger_identity, make_engine, now_utc, read_tx, write_tx
 from lab.ledger.models import AuditExport, AuditRecord, SpendPoint, VerifyResult
 
@@ -64,7 +64,9 @@ class LedgerCore:
         busy_timeout_s: float = 30.0,
     ) -> None:
         self._engine = make_engine(url, busy_timeout_s=busy_timeout_s)
-        self._anchor = FileAnchor(anchor_path) if anchor_path is not None else None
+        self._anchor: FileAnchor | ObjectAnchor | None = (
+            FileAnchor(anchor_path) if anchor_path is not None else None
+        )
         self._clock = clock
         create_schema(self._engine)
 
@@ -82,6 +84,15 @@ class LedgerCore:
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
+
+    def use_anchor(self, anchor: ObjectAnchor) -> None:
+        """Keep the chain's head in ``anchor`` (the object store) instead of a local file.
+
+        Its writes are ordered across every process on this database by the ledger's
+        ``audit-anchor`` lock.
+        """
+        anchor.lock = lambda: self.exclusive("audit-anchor")
+        self._anchor = anchor
 
     @contextmanager
     def exclusive(self, name: str, *, wait: bool = True) -> Iterator[bool]:

@@ -24,10 +24,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, delete, select, update
 
 from lab import auditpkg, storage, vault
-from lab.ledger import Ledger
-from lab.settings import GATEWAY_PREFIX, Settings
+from lab.ledger import Ledger, db
+from lab.settings import GATEWAY_PREFIX, Settings, load_settings
+from lab.store.ledgers import open_ledger
 from tests.integration import keycloak_test_client as kct
 from tests.pg import PostgresServer
 
@@ -124,6 +126,7 @@ def replicas(
         "DATALAB_HUB_API_URL": f"{relays['hub'].url}/hub/api",
         "DATALAB_PUBLIC_URL": relays["public"].url,
         "DATALAB_SEAL_INTERVAL_S": "1",
+        "DATALAB_AUDIT_ANCHOR": "object",  # one head for every replica, in the audit archive
     }
     # The secrets directory is read-only inside each replica's own mount namespace.
     script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && shift && exec "$@"'
@@ -200,7 +203,8 @@ def test_replicas_reach_every_service_by_its_own_name_with_read_only_secrets(
 def test_two_replicas_on_one_ledger_seal_without_overlap_and_keep_one_chain(
     lab_stack: Settings, replicas: list[str], ledger_url: str
 ) -> None:
-    ledger = Ledger(ledger_url)
+    env = {**os.environ, "DATALAB_DB_URL": ledger_url, "DATALAB_AUDIT_ANCHOR": "object"}
+    ledger = open_ledger(load_settings(env))
     try:
 
         def write(writer: int) -> None:
@@ -240,6 +244,25 @@ def test_two_replicas_on_one_ledger_seal_without_overlap_and_keep_one_chain(
         seals = ledger.records(kind=auditpkg.SEAL)
         assert len(seals) == len(segments)  # one seal record per segment, none written twice
         assert auditpkg.archive_report(lab_stack, ledger).ok
+        verified = ledger.verify()
+        assert verified.ok and verified.anchored
+
+        # Someone who can write the database drops the last three records and moves the head
+        # row back: the chain in the database is consistent again, but the anchor the
+        # replicas keep in the object-locked archive still names the old head.
+        engine = create_engine(ledger_url)
+        with engine.begin() as conn:
+            head = conn.execute(select(db.audit_head.c.seq)).scalar_one()
+            keep = conn.execute(select(db.audit.c.hash).where(db.audit.c.seq == head - 3)).scalar_one()
+            conn.execute(delete(db.audit).where(db.audit.c.seq > head - 3))
+            conn.execute(update(db.audit_head).values(seq=head - 3, hash=keep))
+        engine.dispose()
+        again = open_ledger(load_settings(env))  # a fresh process, e.g. an auditor's verify
+        try:
+            broken = again.verify()
+            assert not broken.ok and broken.anchored, broken
+        finally:
+            again.close()
     finally:
         ledger.close()
 
