@@ -312,7 +312,7 @@ def to_query(
     if candidates is not None and (isinstance(candidates, str) or not isinstance(candidates, Sequence)):
         raise ConfigError(
             "SQL: candidates are a list of increasing numbers, e.g. candidates=[20, 30, 40] "
-            "/ 候选值须为递增数列，例如 candidates=[20, 30, 40]",
+            "/ SQL：候选值须为递增数列，例如 candidates=[20, 30, 40]",
             reason="dp-query",
         )
     select = parse(text)
@@ -563,13 +563,13 @@ def _bounds(
         raise ConfigError(
             f"SQL: {fn}({column}) needs bounds, so that one person's effect is limited; pass them with the "
             f"query, e.g. lab.sql(..., bounds=(0, 50000)) (values outside are clamped) "
-            f"/ {fn}({column}) 需要取值上下界，例如 lab.sql(..., bounds=(0, 50000))",
+            f"/ SQL：{fn}({column}) 需要取值上下界，例如 lab.sql(..., bounds=(0, 50000))",
             reason="dp-bounds",
         )
     if isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2:
         raise ConfigError(
             f"SQL: bounds of {fn}({column}) are two numbers (lower, upper), e.g. bounds=(0, 50000) "
-            "/ 上下界须为两个数",
+            "/ SQL：上下界须为两个数",
             reason="dp-bounds",
         )
     return (pair[0], pair[1])
@@ -586,7 +586,7 @@ def _quantile_options(
     if bounds is None or (isinstance(bounds, Mapping) and column not in bounds):
         raise ConfigError(
             f"SQL: {fn}({column}) needs candidates or bounds, e.g. lab.sql(..., bounds=(0, 100)) or "
-            f"candidates=[20, 30, 40] / {fn}({column}) 需要候选值或上下界",
+            f"candidates=[20, 30, 40] / SQL：{fn}({column}) 需要候选值或上下界",
             reason="dp-bounds",
         )
     return _bounds(bounds, column, fn), None

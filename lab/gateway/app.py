@@ -116,7 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
         """One SELECT as a DP query: its preview, or with ``"release": true`` its result (charged)."""
         request = checked(who, Kind.DP_QUERY, inputs.sql, body)
         who.require("analyst")
-        query = dpsql.request_query(request)
+        query = checked(who, Kind.DP_QUERY, inputs.query, dpsql.request_query(request))
         if not request.get("release"):
             return {"query": query, "preview": gateway.preview(who, query)}
         released = jsonable_encoder(gateway.run(who, query))

@@ -138,21 +138,26 @@ def ensure_active(grant: Grant, now: datetime, *, mode: str | None = None) -> Gr
         why = f": {grant.revoke_reason}" if grant.revoke_reason else ""
         raise AccessDenied(
             f"the grant of dataset {grant.dataset!r} to {grant.organisation!r} (grant {grant.id}) "
-            f"was revoked on {show_time(grant.revoked_at)}{why}; apply again for access",
+            f"was revoked on {show_time(grant.revoked_at)}{why}; apply again for access "
+            f"/ 数据集 {grant.dataset} 的授权（第 {grant.id} 号）已于 "
+            f"{show_time(grant.revoked_at)} 撤销，请重新申请",
             detail=f"grant {grant.id} revoked at {grant.revoked_at.isoformat()} by {grant.revoked_by}",
             reason="grant-revoked",
         )
     if now >= grant.expires_at:
         raise AccessDenied(
             f"the grant of dataset {grant.dataset!r} to {grant.organisation!r} (grant {grant.id}) "
-            f"expired on {show_time(grant.expires_at)}; ask an operator to renew it",
+            f"expired on {show_time(grant.expires_at)}; ask an operator to renew it "
+            f"/ 数据集 {grant.dataset} 的授权（第 {grant.id} 号）已于 "
+            f"{show_time(grant.expires_at)} 到期，请联系运维人员续期",
             detail=f"grant {grant.id} expired at {grant.expires_at.isoformat()}",
             reason="grant-expired",
         )
     if mode is not None and mode not in grant.modes:
         raise AccessDenied(
             f"grant {grant.id} allows {' and '.join(grant.modes)} release of dataset {grant.dataset!r}, "
-            f"not {mode}; apply for a grant that includes {mode}",
+            f"not {mode}; apply for a grant that includes {mode} "
+            f"/ 第 {grant.id} 号授权不包含 {mode} 方式，请申请包含 {mode} 的授权",
             reason="mode-not-granted",
         )
     return grant
@@ -170,7 +175,8 @@ def find_active(
     if not candidates:
         raise AccessDenied(
             f"organisation {organisation!r} has no grant for dataset {dataset!r}; "
-            "apply for access and wait for an operator's approval",
+            "apply for access and wait for an operator's approval "
+            f"/ 机构 {organisation} 没有数据集 {dataset} 的授权，请提交申请并等待运维人员批准",
             reason="no-grant",
         )
     active = [g for g in candidates if g.status(now) == "active" and (mode is None or mode in g.modes)]
