@@ -249,17 +249,20 @@ def parse(text: Any) -> exp.Select:
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         line, col = first.get("line"), first.get("col")
-        near = str(first.get("highlight") or "")[:40]
-        near = near if near.isprintable() else ""
+        token = str(first.get("highlight") or "")
+        # A keyword, a name or an operator is shown; a number or text (a value) never is.
+        near = token if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]{0,39}|[^\w\s'\"]{1,3}", token) else ""
         where, where_zh = "", ""
         if isinstance(line, int) and isinstance(col, int):
-            col = max(1, col - len(near) + 1)  # sqlglot points at the token's end; name its start
+            col = max(1, col - len(token) + 1)  # sqlglot points at the token's end; name its start
             where, where_zh = f" at line {line}, column {col}", f"（第 {line} 行第 {col} 列）"
         description = str(first.get("description") or "cannot be parsed")
         if description.startswith("Required keyword"):
-            description, zh = f"something is missing after {near or 'this point'}", f"{near} 之后缺少内容"
+            description = f"something is missing after {near or 'this point'}"
+            zh = f"{near} 之后缺少内容" if near else "此处缺少内容"
         elif description.startswith("Invalid expression") or description.startswith("Unexpected"):
-            description, zh = f"unexpected {near or 'text'}", f"此处不应出现 {near}"
+            description = f"unexpected {near or 'text'}"
+            zh = f"此处不应出现 {near}" if near else "此处有多余的内容"
         else:
             description = description[:120]
             zh = f"{description}（{near}）" if near else description

@@ -65,7 +65,12 @@ def test_raw_rows_cannot_be_selected(attacker: Granted, sql: str, says: str) -> 
     ],
 )
 def test_a_forbidden_column_is_refused(attacker: Granted, sql: str) -> None:
-    _refused(attacker, {"sql": sql, "candidates": [1, 2]}, 400, "cannot be used in DP queries on population; usable: ")
+    _refused(
+        attacker,
+        {"sql": sql, "candidates": [1, 2]},
+        400,
+        "cannot be used in DP queries on population; usable: ",
+    )
 
 
 def test_a_dataset_not_granted_is_refused(attacker: Granted) -> None:
@@ -147,6 +152,8 @@ def test_the_refused_text_is_in_no_audit_record_and_no_log(attacker: Granted) ->
         f"SELECT COUNT(*) FROM population WHERE phone = '{marker}'",
         f"SELECT COUNT(*) FROM population -- {marker}",
         f"SELECT COUNT(*) FROM population WHERE district = '{marker}\u200b'",
+        f"SELECT COUNT(*) FROM population WHERE district = '张店区' '{marker}' x",
+        f"SELECT COUNT(*) FROM population WHERE birth_year = 1 '{marker}'",
     ):
         response = attacker.post("/sql", {"sql": sql, "epsilon": 0.5, "release": True})
         assert response.status_code == 400

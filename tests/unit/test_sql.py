@@ -300,3 +300,17 @@ def test_dates_and_negative_numbers_are_constants() -> None:
         "SELECT COUNT(*) FROM utility WHERE month = DATE '2024-03-01' AND kwh > -5", epsilon=EPS
     )
     assert query.filters == (labdp.Filter("month", "==", "2024-03-01"), labdp.Filter("kwh", ">", -5))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SELECT COUNT(*) FROM population WHERE birth_year = 1 'secret77'",
+        "SELECT COUNT(*) FROM population WHERE birth_year = 1 987654",
+        "SELECT COUNT(*) FROM population WHERE sex IN ('secret77' 'b' 987654)",
+    ],
+)
+def test_a_syntax_error_never_repeats_a_value(text: str) -> None:
+    error = _refused(text)
+    assert error.reason == "dp-sql-syntax" and "line 1, column" in error.message
+    assert "secret77" not in error.message and "987654" not in error.message
