@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from lab import dp as labdp
 from lab.dp import plan as dpplan
 from lab.dp import sql as dpsql
+from lab.dp import sqlgate
 from lab.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -276,7 +277,7 @@ def test_look_alike_and_invisible_characters_are_refused_by_name(text: str, show
 
 def test_an_enormous_or_deeply_nested_query_is_refused_before_parsing() -> None:
     long = "SELECT COUNT(*) FROM population WHERE district IN (" + ", ".join(["'张店区'"] * 900) + ")"
-    assert len(long) > dpsql.MAX_SQL_CHARS
+    assert len(long) > sqlgate.MAX_SQL_CHARS
     assert _refused(long).reason == "dp-sql-too-long"
     nested = "SELECT COUNT(*) FROM population WHERE " + "(" * 50 + "sex = '女'" + ")" * 50
     assert "nested deeper" in _refused(nested).message
@@ -314,3 +315,22 @@ def test_a_syntax_error_never_repeats_a_value(text: str) -> None:
     error = _refused(text)
     assert error.reason == "dp-sql-syntax" and "line 1, column" in error.message
     assert "secret77" not in error.message and "987654" not in error.message
+
+
+TOKENS = st.sampled_from(
+    "SELECT FROM WHERE GROUP BY AND OR NOT IN BETWEEN COUNT SUM AVG MEDIAN QUANTILE HISTOGRAM "
+    "PERCENTILE_CONT WITHIN ORDER HAVING LIMIT JOIN ON AS DISTINCT NULL IS DATE CASE WHEN THEN END "
+    "population district sex birth_year p ( ) , * = <> < >= . ; 1 -2 0.5 '女' 'a''b' \"x\" ? $1 @v {".split()
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(tokens=st.lists(TOKENS, min_size=1, max_size=25))
+def test_any_text_gives_a_query_or_a_clear_error(tokens: list[str]) -> None:
+    text = " ".join(tokens)
+    try:
+        query = dpsql.to_query(text, epsilon=EPS, bounds=(0, 10))
+    except ConfigError as exc:  # never another exception: the gateway would answer 5xx
+        assert " / " in exc.message
+    else:
+        assert isinstance(query, labdp.Query)
