@@ -236,9 +236,11 @@ def _translate(
                     arg.upper().replace("_", " "), arg.upper(), ("GROUP BY plain columns", "请按列名分组")
                 )
         group_columns = [_column(g, aliases, "GROUP BY") for g in group.expressions]
-    aggregates: list[exp.Expression] = []
+    aggregates: list[Any] = []  # functions (sqlglot types them apart from Expression)
     selected: list[str] = []
     for item in select.expressions:
+        while isinstance(item, exp.Paren):
+            item = item.this
         if isinstance(item, exp.Alias):
             raise unsupported(
                 "an alias (AS)",
@@ -254,10 +256,15 @@ def _translate(
                 "SELECT *（不返回原始记录）",
                 AGGREGATE,
             )
-        if isinstance(item, exp.Column | exp.Paren) and not isinstance(item, exp.AggFunc):
+        if isinstance(item, exp.Column):
             selected.append(_column(item, aliases, "SELECT"))
-        else:
+        elif isinstance(item, exp.Func | exp.WithinGroup):
             aggregates.append(item)
+        else:
+            shown = item.key.upper()
+            raise unsupported(
+                f"an expression ({shown}) in SELECT", f"在 SELECT 中使用表达式（{shown}）", AGGREGATE
+            )
     if not aggregates:
         raise unsupported(
             "selecting columns without an aggregate (raw values are never returned)",
