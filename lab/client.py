@@ -4,6 +4,7 @@
 
     lab.datasets()                                   # granted datasets, budget left
     q = lab.dp("population").group_by("district").count(epsilon=0.5)
+    q = lab.sql("SELECT district, COUNT(*) FROM population GROUP BY district", epsilon=0.5)  # the same
     q                                                # the preview: cost and accuracy, nothing spent
     result = q.release()                             # spends ε, returns noisy counts
     result.frame                                     # a Polars DataFrame (result.to_pandas() too)
@@ -48,6 +49,7 @@ __all__ = [
     "extract",
     "history",
     "request_export",
+    "sql",
 ]
 
 SYNTHETIC_NOTICE = (
@@ -145,6 +147,23 @@ class Connection:
     def dp(self, dataset: str) -> QueryBuilder:
         """Start a DP query on ``dataset``: ``.group_by(...)``, ``.filter(...)``, then an aggregate."""
         return QueryBuilder(self, _dp.on(dataset))
+
+    def sql(
+        self,
+        text: str,
+        *,
+        epsilon: float,
+        delta: float = 0.0,
+        bounds: Any = None,
+        candidates: list[float] | None = None,
+    ) -> PendingQuery:
+        """One SQL ``SELECT`` as a DP query (docs/sql.md): the gateway parses it into the query
+        ``dp()`` builds and previews it at once; ``release()`` spends the budget."""
+        body = {"sql": text, "epsilon": epsilon, "delta": delta, "bounds": bounds, "candidates": candidates}
+        answer = self._call("POST", "/sql", json=body)
+        pending = PendingQuery(self, _dp.Query.from_dict(answer["query"]))
+        pending._preview = dict(answer["preview"])
+        return pending
 
     def history(self) -> pl.DataFrame:
         """Your DP queries, newest first."""
@@ -402,6 +421,13 @@ def datasets() -> pl.DataFrame:
 def dp(dataset: str) -> QueryBuilder:
     """Start a differentially private query. / 开始一个差分隐私查询。"""
     return _connection().dp(dataset)
+
+
+def sql(
+    text: str, *, epsilon: float, delta: float = 0.0, bounds: Any = None, candidates: Any = None
+) -> PendingQuery:
+    """A differentially private query in SQL, previewed at once. / 用 SQL 写的差分隐私查询（先预览）。"""
+    return _connection().sql(text, epsilon=epsilon, delta=delta, bounds=bounds, candidates=candidates)
 
 
 def extract(dataset: str, kind: str = "masked", table: str | None = None) -> Any:
