@@ -71,6 +71,9 @@ class Settings:
     import_pg_hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost", "/run/postgresql")
     # The largest file the operator console accepts as an upload (bytes).
     import_max_bytes: int = 4 << 30
+    # How many distinct operators must approve an export (at least 2; a dataset policy's
+    # ``export_reviewers`` may ask more).
+    export_reviewers: int = 2
 
     # Derived locations -------------------------------------------------------
     @property
@@ -207,7 +210,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reservation_timeout_s=_seconds(env, "DATALAB_RESERVATION_TIMEOUT_S", 600.0),
         import_pg_hosts=_hosts(env),
         import_max_bytes=_megabytes(env, "DATALAB_IMPORT_MAX_MB", 4096) << 20,
+        export_reviewers=_reviewers(env),
     )
+
+
+def _reviewers(env: Mapping[str, str]) -> int:
+    raw = env.get("DATALAB_EXPORT_REVIEWERS")
+    if raw is None or raw == "":
+        return 2
+    if not raw.isdigit() or not 2 <= int(raw) <= 9:
+        raise ConfigError(
+            f"DATALAB_EXPORT_REVIEWERS={raw[:40]!r} must be a whole number from 2 to 9 (the distinct "
+            "operators who approve an export) / 须为 2 到 9 的整数（批准导出所需的审核人数）"
+        )
+    return int(raw)
 
 
 def _hosts(env: Mapping[str, str]) -> tuple[str, ...]:
