@@ -12,8 +12,10 @@ they go, in this order:
    organisation with outcome ``released``. What is stored and later downloaded are the
    **regenerated canonical bytes of the kept copy**, never the uploaded bytes;
 2. any other file goes through the automated disclosure checks (:mod:`lab.disclosure`,
-   thresholds from the dataset's policy): ``pending`` an operator's review if they
-   pass, ``held`` with the reasons if they fail. A file that carries a DP result's
+   thresholds from the dataset's policy): ``pending`` its reviewers if they pass,
+   ``held`` with the reasons if they fail. A PNG made only of pixel chunks waits for the
+   reviewers' eyes (:func:`lab.airlock_view.image_checks`); other images, text and
+   binary files are held. A file that carries a DP result's
    digest (or looks like a DP result) but is not exactly a kept result — an extra key,
    an edited value — is ``held``: an operator sees exactly those bytes, and only those
    bytes can ever be downloaded after an approval.
@@ -42,7 +44,7 @@ from typing import Any
 
 from minio.error import S3Error
 
-from lab import disclosure, storage
+from lab import airlock_view, disclosure, storage
 from lab.dp.query import canonical_json
 from lab.errors import ConfigError, NotFound
 from lab.ledger import Kind, Ledger
@@ -210,6 +212,9 @@ class Airlock:
         limits = disclosure.thresholds(self.policies.get(dataset) if dataset else None)
         report = disclosure.check_file(name, data, limits, counts=counts, by=by)
         checks = report.as_dict()
+        image = airlock_view.image_checks(name, data, checks["thresholds"]) if report.kind == "file" else None
+        if image is not None and payload is None:
+            checks = image
         if payload is not None:
             checks["findings"].insert(
                 0,
@@ -226,7 +231,7 @@ class Airlock:
                 },
             )
             checks["passed"] = False
-        return Decision(report.kind, PENDING if checks["passed"] else HELD, checks)
+        return Decision(checks["kind"], PENDING if checks["passed"] else HELD, checks)
 
     def request(
         self,

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from typing import Any
 
 from lab import disclosure
@@ -32,6 +34,9 @@ IMAGE_SUFFIXES = {
     "webp": "image/webp",
 }
 TABLE_SUFFIXES = ("csv", "tsv", "parquet", "json")
+# PNG chunks that only draw pixels: no text, no metadata, no private data (PNG spec, 4.2).
+PIXEL_CHUNKS = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"sRGB", b"pHYs", b"cHRM", b"bKGD"}
+MAX_IMAGE = 5 * 1024 * 1024
 
 
 def image_type(data: bytes) -> str | None:
@@ -45,6 +50,65 @@ def image_type(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     return None
+
+
+def png_problem(data: bytes) -> str | None:
+    """None if ``data`` is a PNG made only of pixel chunks with nothing after its end; else why not.
+
+    Text chunks (tEXt, zTXt, iTXt), private chunks and bytes after IEND could carry rows a
+    reviewer never sees in the picture, so such a file is held.
+    """
+    if image_type(data) != "image/png":
+        return "not a PNG"
+    if len(data) > MAX_IMAGE:
+        return f"larger than {MAX_IMAGE >> 20} MB"
+    at = 8
+    while at + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        end = at + 12 + length
+        if end > len(data):
+            return "a chunk runs past the end of the file"
+        crc = struct.unpack(">I", data[end - 4 : end])[0]
+        if zlib.crc32(data[at + 4 : end - 4]) != crc:
+            return f"chunk {kind.decode('latin-1')!r} is damaged (CRC)"
+        if kind not in PIXEL_CHUNKS:
+            return f"it carries a {kind.decode('latin-1')!r} chunk (text or data besides the pixels)"
+        if kind == b"IEND":
+            return None if end == len(data) else "bytes follow the end of the image"
+        at = end
+    return "the image has no end (IEND)"
+
+
+def image_checks(name: str, data: bytes, thresholds: dict[str, Any]) -> dict[str, Any] | None:
+    """The automatic checks of an image file (None if it is not one): a clean PNG waits for the
+    reviewers' eyes (a warning); any other image is held with the reason."""
+    real = image_type(data)
+    if real is None:
+        return None
+    problem = (
+        png_problem(data) if real == "image/png" else f"{real} is not checked automatically; export a PNG"
+    )
+    finding: dict[str, Any] = {
+        "check": "image",
+        "severity": "warn" if problem is None else "fail",
+        "column": None,
+        "rows": [],
+        "message": (
+            "an image: the reviewers check it by eye (it holds only pixels) "
+            "/ 图片：由审核人目视检查（仅含像素）"
+            if problem is None
+            else f"the image cannot pass the automatic checks: {problem} / 图片未通过自动检查"
+            "（含有像素以外的内容或格式不受支持，请导出仅含像素的 PNG）"
+        ),
+    }
+    return {
+        "kind": "image",
+        "rows": 0,
+        "columns": [],
+        "thresholds": thresholds,
+        "passed": problem is None,
+        "findings": [finding],
+    }
 
 
 def _suffix(name: str) -> str:

@@ -97,7 +97,7 @@ def router(console: Console, gov: Governance) -> APIRouter:
     async def comment(request: Request, session: Operator, item: str) -> Response:
         form = await console.form(request, session)
         return await console.act(
-            f"{PAGE}/{_id(item)}",
+            _at(PAGE, item),
             lambda: gov.comment_export(session.caller, item, form),
             said=lambda e: f"意见已记录。 / The comment on {e['name']} is recorded.",
         )
@@ -106,13 +106,13 @@ def router(console: Console, gov: Governance) -> APIRouter:
     async def decide(request: Request, session: Operator, item: str) -> Response:
         form = await console.form(request, session)
         return await console.act(
-            f"{PAGE}/{_id(item)}", lambda: gov.review_export(session.caller, item, form), said=_said
+            _at(PAGE, item), lambda: gov.review_export(session.caller, item, form), said=_said
         )
 
     @pages.post(f"/{PAGE}/{{item}}/revoke")
     async def revoke(request: Request, session: Operator, item: str) -> Response:
         form = await console.form(request, session)
-        return await console.act(f"{PAGE}/{_id(item)}", lambda: gov.revoke_export(session.caller, item, form))
+        return await console.act(_at(PAGE, item), lambda: gov.revoke_export(session.caller, item, form))
 
     # --- analysts: the requester's side ------------------------------------------------
     @pages.get(f"/{MINE}/{{item}}")
@@ -125,15 +125,13 @@ def router(console: Console, gov: Governance) -> APIRouter:
     @pages.post(f"/{MINE}/{{item}}/comment")
     async def reply(request: Request, session: Analyst, item: str) -> Response:
         form = await console.form(request, session)
-        return await console.act(
-            f"{MINE}/{_id(item)}", lambda: gov.comment_export(session.caller, item, form)
-        )
+        return await console.act(_at(MINE, item), lambda: gov.comment_export(session.caller, item, form))
 
     @pages.post(f"/{MINE}/{{item}}/withdraw")
     async def withdraw(request: Request, session: Analyst, item: str) -> Response:
         await console.form(request, session)
         return await console.act(
-            f"{MINE}/{_id(item)}",
+            _at(MINE, item),
             lambda: gov.withdraw_export(session.caller, item),
             said=lambda e: f"导出申请 {e['id']} 已撤回。 / Export request {e['id']} is withdrawn.",
         )
@@ -143,9 +141,9 @@ def router(console: Console, gov: Governance) -> APIRouter:
         try:
             body = await _upload(request, session.csrf)
         except ConfigError as exc:
-            return console.flash(f"{MINE}/{_id(item)}", error=exc.message)
+            return console.flash(_at(MINE, item), error=exc.message)
         return await console.act(
-            f"{MINE}/{_id(item)}",
+            _at(MINE, item),
             lambda: gov.resubmit_export(session.caller, item, body),
             said=lambda e: (
                 f"新版本已提交（导出申请 {e['id']}），等待审核。 / The new version is submitted as export "
@@ -156,9 +154,11 @@ def router(console: Console, gov: Governance) -> APIRouter:
     return pages
 
 
-def _id(item: str) -> str:
-    """The id for a redirect: digits only (anything else goes back to the list)."""
-    return item if item.isdigit() and len(item) < 10 else ""
+def _at(page: str, item: str) -> str:
+    """The page to go back to: the export's, for an id of digits; the list otherwise."""
+    if item.isascii() and item.isdigit() and len(item) < 10:
+        return f"{page}/{item}"
+    return PAGE if page == PAGE else "analyst"
 
 
 def _said(export: dict[str, Any]) -> str:

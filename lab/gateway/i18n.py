@@ -262,6 +262,7 @@ TEXT: dict[str, tuple[str, str]] = {
         "with a reason.",
     ),
     "content": ("文件内容", "Content"),
+    "flagged_row": ("自动检查标记的行", "a row the automatic checks flagged"),
     "review_download": ("下载文件（审核用）", "Download the file (for review)"),
     "download_recorded": ("每次查看和下载都会记入审计日志。", "Every view and download is in the audit log."),
     "comments": ("意见", "Comments"),

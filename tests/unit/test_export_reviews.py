@@ -4,6 +4,7 @@ and what a reviewer's page shows of a file (tables capped, images only when they
 from __future__ import annotations
 
 import io
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +37,9 @@ def _export(book: Ledger, state: str = "pending", previous: int | None = None, r
         size=10,
         object_key="qilu-energy/x/table.csv",
         state=state,
-        checks={"findings": [{"severity": "fail", "message": "2 cell(s) below 10"}]} if state == "held" else {},
+        checks={"findings": [{"severity": "fail", "message": "2 cell(s) below 10"}]}
+        if state == "held"
+        else {},
         required=required,
         previous=previous,
     ).id
@@ -128,3 +131,20 @@ def test_only_real_images_are_images() -> None:
     assert airlock_view.preview("model.bin", b"\x00\x01\x02")["kind"] == "binary"
     text = airlock_view.preview("analysis.py", ("x = 1\n" * 30_000).encode())
     assert text["kind"] == "text" and len(text["text"]) == airlock_view.MAX_TEXT and text["notes"]
+
+
+def test_a_png_of_pixels_waits_for_eyes_and_one_carrying_text_is_held() -> None:
+    from tests.integration.airlock_support import png
+
+    clean = png()
+    assert airlock_view.png_problem(clean) is None
+    checks = airlock_view.image_checks("c.png", clean, {})
+    assert checks is not None and checks["passed"] and checks["findings"][0]["severity"] == "warn"
+    text = b"tEXt" + b"rows\x00" + b"1,2,3\n" * 100
+    chunk = len(text[4:]).to_bytes(4, "big") + text + zlib.crc32(text).to_bytes(4, "big")
+    smuggling = clean[:33] + chunk + clean[33:]  # after IHDR (8 + 25 bytes)
+    assert "tEXt" in str(airlock_view.png_problem(smuggling))
+    assert "follow" in str(airlock_view.png_problem(clean + b"id,name\n1,Li"))
+    held = airlock_view.image_checks("c.png", smuggling, {})
+    assert held is not None and not held["passed"] and "图片未通过" in held["findings"][0]["message"]
+    assert airlock_view.image_checks("c.csv", b"a,b\n", {}) is None
