@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from lab import airlock_view
-from lab.errors import AccessDenied, ConfigError
+from lab.errors import AccessDenied, ConfigError, PolicyError
 from lab.ledger import Ledger
 
 pytestmark = pytest.mark.unit
@@ -148,3 +148,29 @@ def test_a_png_of_pixels_waits_for_eyes_and_one_carrying_text_is_held() -> None:
     held = airlock_view.image_checks("c.png", smuggling, {})
     assert held is not None and not held["passed"] and "图片未通过" in held["findings"][0]["message"]
     assert airlock_view.image_checks("c.csv", b"a,b\n", {}) is None
+
+
+def test_reviewers_required_come_from_the_lab_and_the_dataset_policy(tmp_path: Path) -> None:
+    from lab.airlock import Airlock
+    from lab.policy import load_policy
+    from lab.settings import load_settings
+
+    policies = Path(__file__).resolve().parents[2] / "policies"
+    text = (policies / "population.yaml").read_text(encoding="utf-8") + "export_reviewers: 3\n"
+    path = tmp_path / "population.yaml"
+    path.write_text(text, encoding="utf-8")
+    strict = load_policy(path)
+    assert strict.export_reviewers == 3
+    settings = load_settings({"DATALAB_HOME": str(tmp_path)})
+    airlock = Airlock(settings, None, {"population": strict})  # type: ignore[arg-type]
+    assert (airlock.reviewers_required("population"), airlock.reviewers_required(None)) == (3, 2)
+    more = load_settings({"DATALAB_HOME": str(tmp_path), "DATALAB_EXPORT_REVIEWERS": "4"})
+    assert Airlock(more, None, {"population": strict}).reviewers_required("population") == 4  # type: ignore[arg-type]
+    for bad in ("1", "ten"):
+        with pytest.raises(ConfigError) as refused:
+            load_settings({"DATALAB_HOME": str(tmp_path), "DATALAB_EXPORT_REVIEWERS": bad})
+        assert "2 到 9" in refused.value.message
+    path.write_text(text.replace("export_reviewers: 3", "export_reviewers: 1"), encoding="utf-8")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert "export_reviewers must be a whole number from 2 to 9" in str(caught.value)
