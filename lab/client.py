@@ -452,9 +452,11 @@ def request_export(
     """Ask to take a file out of the lab. / 申请导出文件。
 
     A DP result (``Result``, or the JSON the gateway returned) is released at once; any
-    other file (CSV, Parquet, JSON records; a DataFrame is sent as CSV) goes through the
-    disclosure checks (minimum cell count, dominance) and an operator's review. Returns
-    the request: ``state`` (released / pending / held), ``checks`` and its ``id``.
+    other file (CSV, Parquet, JSON records, a PNG chart; a DataFrame is sent as CSV) goes
+    through the disclosure checks (minimum cell count, dominance) and is released only when
+    two operators other than you have seen it and approved it. Returns the request:
+    ``state`` (released / pending / held), ``checks`` and its ``id``. Follow it, reply,
+    withdraw it or resubmit a corrected version in the console (我的机构 → the export).
     ``counts`` and ``by`` name the count and grouping columns if their names do not say so.
     """
     import base64

@@ -106,6 +106,9 @@ class Settings:
     # Secrets mounted from elsewhere (a Kubernetes Secret): read, never generated or written.
     secrets_path: Path | None = None  # DATALAB_SECRETS_DIR
     secrets_readonly: bool = False  # DATALAB_SECRETS_READONLY=1
+    # How many distinct operators must approve an export (at least 2; a dataset policy's
+    # ``export_reviewers`` may ask more).
+    export_reviewers: int = 2
 
     # Derived locations -------------------------------------------------------
     @property
@@ -275,6 +278,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reservation_timeout_s=_seconds(env, "DATALAB_RESERVATION_TIMEOUT_S", 600.0),
         import_pg_hosts=_hosts(env),
         import_max_bytes=_megabytes(env, "DATALAB_IMPORT_MAX_MB", 4096) << 20,
+        export_reviewers=_reviewers(env),
     )
 
 
@@ -320,6 +324,18 @@ def _flag(env: Mapping[str, str], var: str) -> bool:
     if raw in ("1", "true", "yes"):
         return True
     raise ConfigError(f"{var}={raw[:20]!r} must be 1 or 0 / {var} 只能是 1 或 0")
+
+
+def _reviewers(env: Mapping[str, str]) -> int:
+    raw = env.get("DATALAB_EXPORT_REVIEWERS")
+    if raw is None or raw == "":
+        return 2
+    if not raw.isdigit() or not 2 <= int(raw) <= 9:
+        raise ConfigError(
+            f"DATALAB_EXPORT_REVIEWERS={raw[:40]!r} must be a whole number from 2 to 9 (the distinct "
+            "operators who approve an export) / 须为 2 到 9 的整数（批准导出所需的审核人数）"
+        )
+    return int(raw)
 
 
 def _hosts(env: Mapping[str, str]) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ Disclosure risk over the release universe (``lab.risk``, docs/risk.md)::
     longitudinal: {time: month, within: employer_credit_code, generalise: [month, quarter, year]}
     linked_datasets: [social_insurance]  # extracts that share pseudonyms (both sides; default none)
     public_identifiers: [credit_code, name]   # a public register names the entity by these
+    export_reviewers: 3                  # distinct operators who approve an export (default 2)
 
 Per column: ``level`` core / important / general (数据分级), ``pi`` sensitive / pi / none
 (个人信息类别), optional ``identifier: direct`` (直接标识符), and the masking ``rule``:

@@ -46,6 +46,7 @@ DATASET_KEYS = (
     "columns",
     "budget",
     "catalogue",
+    "export_reviewers",
 )
 _COMMON_KEYS = {"level", "pi", "rule", "identifier", "description", "watermark"}
 _RULE_KEYS: dict[str, set[str]] = {
@@ -141,6 +142,7 @@ def build_policy(
         domains=domains,
         description=_description(doc, value.get("description")),
         catalogue=parse_catalogue(doc, value.get("catalogue")),
+        export_reviewers=_reviewers(doc, value.get("export_reviewers")),
     )
     if "masked" in modes:
         for line, reason in release_problems(policy):
@@ -401,6 +403,19 @@ def _risk_threshold(doc: YamlDoc, value: Any) -> float | None:
         )
         return None
     return float(value)
+
+
+def _reviewers(doc: YamlDoc, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 9:
+        doc.problem(
+            ("export_reviewers",),
+            f"export_reviewers must be a whole number from 2 to 9, the distinct operators who approve an "
+            f"export of this dataset (导出审核人数须为 2 到 9 的整数), got {value!r}",
+        )
+        return None
+    return value
 
 
 def _household(doc: YamlDoc, value: Any, columns: Mapping[str, ColumnPolicy]) -> HouseholdLink | None:
