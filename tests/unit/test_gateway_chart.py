@@ -177,6 +177,7 @@ def test_the_gateway_runs_non_root_on_a_read_only_root_with_read_only_secrets(
     env = {e["name"]: e for e in container["env"]}
     secrets_dir = env["DATALAB_SECRETS_DIR"]["value"]
     assert env["DATALAB_SECRETS_READONLY"]["value"] == "1"
+    assert env["DATALAB_AUDIT_ANCHOR"]["value"] == "object"  # replicas share the chain's head
     # DATALAB_HOME's secrets/ (what lab.vault reads today) is the read-only mount.
     assert secrets_dir == env["DATALAB_HOME"]["value"] + "/secrets"
     assert mounts[secrets_dir]["readOnly"] is True
