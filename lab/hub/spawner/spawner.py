@@ -53,13 +53,18 @@ from lab.hub.spawner.sandbox import (
     args_blob,
     bwrap_argv,
 )
-from lab.settings import GATEWAY_PREFIX, load_settings
+from lab.settings import GATEWAY_PREFIX, Settings, load_settings
 
 OOM_STATUS = 137
 SERVER_SOCKET = "jupyter.sock"
 CONFIG_DIR = "/opt/datalab/lab/hub/spawner/jupyter_config"  # read-only: enables lab.hub.spawner.guard
 DATA_DIR = "/opt/datalab/lab/hub/spawner/jupyter_data"  # read-only: no kernels or extensions from home
 LAB_SETTINGS = "jupyterlab"  # relay/jupyterlab/overrides.json: JupyterLab's defaults (labsettings)
+
+
+def cgroup_name(settings: Settings, username: str) -> str:
+    """``<lab>/<user>``: one group tree per lab (state directory), so two labs never share one."""
+    return f"{hashlib.sha256(str(settings.home).encode()).hexdigest()[:8]}/{username}"
 
 
 def _alive(pid: int | None) -> bool:
@@ -201,11 +206,9 @@ class SandboxSpawner(Spawner):
 
     @property
     def cgroup(self) -> Cgroup:
-        # One group tree per lab (state directory), so two labs on one machine never share one.
-        lab_id = hashlib.sha256(str(self.settings.home).encode()).hexdigest()[:8]
         if self._hierarchy is None:
             self._hierarchy = cgroups.detect(v2_root=Path(self.cgroup_root) if self.cgroup_root else None)
-        return cgroups.for_host(f"{lab_id}/{self.user.name}", self._hierarchy)
+        return cgroups.for_host(cgroup_name(self.settings, self.user.name), self._hierarchy)
 
     def _prepare_dirs(self) -> None:
         """Home kept, sandbox directories made afresh; every step by descriptor (rootfs)."""
