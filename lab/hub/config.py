@@ -126,3 +126,5 @@ def _spawner(c: Any, settings: Settings) -> None:
     spawner.poll_interval = 5
     spawner.start_timeout = 60
     spawner.http_timeout = 30
+    # Show the (bilingual) progress page at once rather than a browser spinner for up to 10 s.
+    c.JupyterHub.slow_spawn_timeout = 0
