@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lab import iam, vault
-from lab.hub import servers
+from lab.hub import pages, servers
 from lab.hub.auth import OPERATOR_ROLE, REFUSED, subdomain_hook
 from lab.hub.login import record_login
 from lab.registry.organisations import Statuses
@@ -48,6 +48,10 @@ def configure(c: Any, settings: Settings) -> None:
     c.ConfigurableHTTPProxy.auth_token = vault.secret(settings, "proxy-auth-token")
     c.ConfigurableHTTPProxy.command = [str(proxy_binary(settings))]
     c.ConfigurableHTTPProxy.pid_file = str(hub_dir / "proxy.pid")
+
+    # The hub's own pages branded and in 中文 and English (lab.hub.pages, lab/hub/templates).
+    c.JupyterHub.template_paths = [str(pages.TEMPLATES)]
+    c.JupyterHub.template_vars = pages.template_vars(settings)
 
     _authenticator(c, settings)
     _spawner(c, settings)
@@ -122,3 +126,5 @@ def _spawner(c: Any, settings: Settings) -> None:
     spawner.poll_interval = 5
     spawner.start_timeout = 60
     spawner.http_timeout = 30
+    # Show the (bilingual) progress page at once rather than a browser spinner for up to 10 s.
+    c.JupyterHub.slow_spawn_timeout = 0
