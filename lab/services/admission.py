@@ -10,7 +10,8 @@ budget is reserved, so a query turned away costs nothing. Light requests (previe
 datasets, history, consoles) never ask for a slot and keep being answered: the waiting
 threads are bounded by ``limit + queue``, well under the server's thread pool.
 
-The gateway is one process (uvicorn, one worker), so a lock and a condition suffice.
+Slots are counted per gateway process (uvicorn runs one worker), with a lock and a
+condition; with several gateway replicas each admits its own ``limit``.
 """
 
 from __future__ import annotations
