@@ -23,6 +23,7 @@ import httpx
 from lab.errors import (
     AccessDenied,
     BudgetExhausted,
+    Busy,
     ConfigError,
     LabError,
     NotAuthenticated,
@@ -38,6 +39,7 @@ BY_STATUS: dict[int, type[LabError]] = {
     403: AccessDenied,
     404: NotFound,
     422: ConfigError,
+    429: Busy,  # the gateway's admission: too many heavy queries at once, retry later
 }
 
 
@@ -90,14 +92,14 @@ def refusal(response: httpx.Response) -> LabError:
     status = response.status_code
     try:
         error = response.json()["error"]
-        message, reason = str(error["message"]), error.get("reason")
+        message, reason = error["message"], error.get("reason")  # the gateway's, in both languages
     except (ValueError, KeyError, TypeError):  # not the gateway's shape: a proxy page, a crash
         return _without_shape(status)
     if reason == "budget-exhausted":
-        return BudgetExhausted(message, reason=reason)
+        return BudgetExhausted(str(message), reason=reason)
     if status >= 500:
-        return Unavailable(message, reason=str(reason or "internal"))
-    return BY_STATUS.get(status, LabError)(message, reason=str(reason) if reason else None)
+        return Unavailable(str(message), reason=str(reason or "internal"))
+    return BY_STATUS.get(status, LabError)(str(message), reason=str(reason) if reason else None)
 
 
 def _without_shape(status: int) -> LabError:

@@ -48,6 +48,7 @@ from lab.settings import Settings
 from lab.store import layout
 from lab.store.layout import MASKED_DATA as DATA
 from lab.store.layout import RISK_REPORT as RISK
+from lab.store.ledgers import open_ledger
 from lab.suggest import did_you_mean
 
 
@@ -68,7 +69,7 @@ def org_key(settings: Settings, org: str) -> OrgKey:
 
 
 def ledger(settings: Settings) -> Ledger:
-    return Ledger(settings.ledger_url, anchor_path=settings.ledger_anchor)
+    return open_ledger(settings)
 
 
 def _version() -> str:
@@ -357,7 +358,7 @@ def trace_file(settings: Settings, path: str | Path) -> TraceResult:
     """Name the organisation whose extract ``path`` (or a sample of its rows) came from."""
     file = Path(path)
     if not file.is_file():
-        raise NotFound(f"No such file: {file}")
+        raise NotFound(f"No such file: {file} / 文件不存在：{file}")
     with ledger(settings) as book:
         builds = [
             Fingerprint.from_dict(r.details["fingerprint"])
