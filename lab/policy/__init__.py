@@ -338,18 +338,19 @@ def _why_forbidden(policy: Policy, column: str) -> tuple[str, str] | None:
 
 
 def column_refusal(policy: Policy, column: str, usable: Sequence[str], *, role: str = "") -> LabError:
-    """The error for a column a DP query may not use: ``AccessDenied`` (reason
-    ``forbidden-column``) for one the policy forbids, ``ConfigError`` (``dp-column``) with the
-    usable columns and a suggestion taken from them only, for one that is not there at all."""
+    """The error for a column a DP query may not use: ``PolicyError`` (reason
+    ``forbidden-column``, a 400 like the DP extracts' refusals) saying why the policy forbids
+    it, or ``ConfigError`` (``dp-column``) for one that is not there at all, with a suggestion
+    taken from the usable columns only."""
     column = column[:64]  # as typed, shortened: never a long value in a message
     where = f" ({role})" if role else ""
     listed = ", ".join(usable)
     why = _why_forbidden(policy, column)
     if why is not None:
-        return AccessDenied(
-            f"Column '{column}'{where} is not allowed in DP queries on {policy.dataset}: {why[0]}; "
-            f"use another column (usable: {listed}). "
-            f"/ 列 '{column}' 不可用于 {policy.dataset} 的差分隐私查询：{why[1]}；"
+        return PolicyError(
+            f"Column '{column}'{where} cannot be used in DP queries on {policy.dataset}; usable: {listed}. "
+            f"The policy forbids it: {why[0]}; use another column. "
+            f"/ 列 '{column}' 不可用于 {policy.dataset} 的差分隐私查询：{why[1]}，策略禁止使用；"
             f"请改用其他列（可用：{listed}）。",
             reason="forbidden-column",
         )

@@ -18,7 +18,7 @@ import pytest
 
 from lab import dp, dpextract
 from lab.dp import FrameMeta, PrivacyUnit
-from lab.errors import AccessDenied, ConfigError, LabError, NotFound
+from lab.errors import ConfigError, LabError, NotFound, PolicyError
 from lab.policy import Policy, column_refusal, dp_columns, load_policies
 from lab.rawtables import RawTables, Table, dp_view
 from lab.suggest import closest, did_you_mean
@@ -69,11 +69,12 @@ def test_a_forbidden_column_gets_its_own_message_saying_why(
 ) -> None:
     policy = policies[dataset]
     error = column_refusal(policy, column, _usable(policy), role="filter")
-    assert type(error) is AccessDenied and error.reason == "forbidden-column"
+    assert type(error) is PolicyError and error.reason == "forbidden-column"  # a 400, as DP extracts
     assert (
         why in error.message
         and "不可用于" in error.message
         and "there is no such column" not in error.message
+        and "The policy forbids it" in error.message
     )
 
 
