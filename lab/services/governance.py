@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -118,6 +118,7 @@ class Governance:
             "status": grant.status(now),
             "created_at": grant.created_at.isoformat(),
             "expires_at": grant.expires_at.isoformat(),
+            "term_days": round((grant.expires_at - grant.created_at).total_seconds() / 86400, 2),
             "approved_by": grant.approved_by,
             "revoked_at": grant.revoked_at.isoformat() if grant.revoked_at else None,
             "revoke_reason": grant.revoke_reason,
@@ -163,25 +164,54 @@ class Governance:
         )
         return app.as_dict()
 
-    def applications(self, caller: Caller, state: str | None = None) -> list[dict[str, Any]]:
-        """Operators see every application; analysts their organisation's."""
+    def applications(
+        self, caller: Caller, state: str | None = None, *, outlook: bool = True
+    ) -> list[dict[str, Any]]:
+        """Operators see every application (``outlook``: with :meth:`outlook` for pending ones);
+        analysts their organisation's."""
         if "operator" in caller.roles:
-            return [
-                self._with_outlook(a.as_dict()) for a in self.ledger.list_applications(state=_state(state))
-            ]
+            found = [a.as_dict() for a in self.ledger.list_applications(state=_state(state))]
+            return [self.outlook(a) for a in found] if outlook else found
         caller.require("analyst")
         if not caller.org:
             return []
-        found = self.ledger.list_applications(organisation=caller.org, state=_state(state))
-        return [a.as_dict() for a in found]
+        theirs = self.ledger.list_applications(organisation=caller.org, state=_state(state))
+        return [a.as_dict() for a in theirs]
 
-    def _with_outlook(self, app: dict[str, Any]) -> dict[str, Any]:
+    def outlook(self, app: dict[str, Any]) -> dict[str, Any]:
         """A pending application with what approving it would bring its organisation's total to."""
         if app["state"] == "pending":
             app["organisation_budget"] = self.ledger.budget_outlook(
                 app["organisation"], app["dataset"], app["epsilon"], app["delta"]
             )
             app["risk"] = self.risk_outlook(app["organisation"], app["dataset"], app["purpose"], app["modes"])
+        return app
+
+    def application(self, caller: Caller, application_id: Any) -> dict[str, Any]:
+        """One application for the operator's detail page: what was asked and (once approved)
+        what was granted, the organisation's cumulative budget on the dataset across its grants
+        (spent and limits, and the total the dataset caps, if any), and the extract's risk."""
+        caller.require("operator")
+        app = self.outlook(self.ledger.get_application(_int(application_id, "application id")).as_dict())
+        now = self.ledger.now()
+        theirs = self.ledger.list_grants(organisation=app["organisation"], dataset=app["dataset"])
+        views = [self.grant_view(g, now) for g in reversed(theirs)]
+        app["granted"] = next((v for v in views if v["id"] == app.get("grant_id")), None)
+        active = [v for v in views if v["status"] == "active"]
+        app["cumulative"] = {
+            "grants": views,
+            "active": len(active),
+            "epsilon_limit": sum(v["budget"]["epsilon"] for v in active),
+            "epsilon_spent": sum(v["budget"]["epsilon_spent"] for v in views),
+            "epsilon_spent_active": sum(v["budget"]["epsilon_spent"] for v in active),
+            "total": self.ledger.organisation_spending(app["organisation"], app["dataset"]),
+        }
+        if "risk" not in app and "masked" in app["modes"]:  # decided: the latest published extract
+            try:
+                published = riskreports.latest(self.settings, app["organisation"], app["dataset"])
+            except LabError as exc:
+                published = {"error": exc.message}
+            app["risk"] = {"preview": None, "published": published}
         return app
 
     def risk_outlook(
@@ -258,6 +288,16 @@ class Governance:
             caller.require("analyst")
             found = self.ledger.list_grants(organisation=caller.org, active=active) if caller.org else []
         return [self.grant_view(g, now) for g in reversed(found)]
+
+    def grant(self, caller: Caller, grant_id: Any) -> dict[str, Any]:
+        """One grant as the operator's lists show it."""
+        caller.require("operator")
+        return self.grant_view(self.ledger.get_grant(_int(grant_id, "grant id")), self.ledger.now())
+
+    def application_of(self, caller: Caller, application_id: Any) -> dict[str, Any]:
+        """One application's record (no outlook): what the confirmation of a rejection names."""
+        caller.require("operator")
+        return self.ledger.get_application(_int(application_id, "application id")).as_dict()
 
     def revoke(self, caller: Caller, grant_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
         caller.require("operator")
@@ -356,8 +396,11 @@ class Governance:
 
     # --- audit ------------------------------------------------------------------------
 
-    def search(self, caller: Caller, filters: Mapping[str, Any], limit: int = 200) -> list[dict[str, Any]]:
-        caller.require("auditor")
+    AUDIT_FILTERS = ("organisation", "actor", "dataset", "kind", "since", "until")
+
+    @staticmethod
+    def _audit_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
+        """The audit search's filters, each checked (a 400 naming the one that is wrong)."""
         checks = {
             "organisation": validate.name,
             "actor": validate.username,
@@ -376,10 +419,55 @@ class Governance:
         kept = {k: validate.optional(checks[k], v, k) for k, v in filters.items()}
         kept = {k: v for k, v in kept.items() if v is not None}
         validate.span(kept.get("since"), kept.get("until"))
+        return kept
+
+    def search(
+        self, caller: Caller, filters: Mapping[str, Any], limit: int = 200, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Audit records matching ``filters``, newest first: ``limit`` (≤ 5,000) from ``offset``."""
+        caller.require("auditor")
+        kept = self._audit_filters(filters)
         if isinstance(limit, bool) or not isinstance(limit, int):
             limit = validate.ident(limit, "limit")
-        records = self.ledger.records(**kept, newest_first=True, limit=max(1, min(limit, 5000)))
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            offset = validate.ident(offset, "offset")
+        records = self.ledger.records(
+            **kept, newest_first=True, limit=max(1, min(limit, 5000)), offset=offset
+        )
         return [r.as_dict() for r in records]
+
+    def search_count(self, caller: Caller, filters: Mapping[str, Any]) -> int:
+        """How many audit records ``search`` would find with no limit."""
+        caller.require("auditor")
+        return self.ledger.count_records(**self._audit_filters(filters))
+
+    def search_export(
+        self, caller: Caller, filters: Mapping[str, Any], batch: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        """Every record matching ``filters``, newest first, read ``batch`` at a time (memory stays
+        bounded whatever the result's size). The export itself is recorded (``audit-export``:
+        who, the filters, how many records) before the first record is read."""
+        caller.require("auditor")
+        kept = self._audit_filters(filters)
+        total = self.ledger.count_records(**kept)
+        shown = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in kept.items()}
+        self.ledger.append(
+            "audit-export",
+            actor=caller.username,
+            organisation=caller.org,
+            details={"filters": shown, "records": total, "format": "csv"},
+        )
+
+        def rows() -> Iterator[dict[str, Any]]:
+            before: int | None = None
+            while True:
+                found = self.ledger.records(**kept, newest_first=True, limit=batch, before_seq=before)
+                yield from (r.as_dict() for r in found)
+                if len(found) < batch:
+                    return
+                before = found[-1].seq
+
+        return rows()
 
     def verify(self, caller: Caller) -> dict[str, Any]:
         caller.require("auditor")
@@ -390,6 +478,23 @@ class Governance:
         caller.require("auditor")
         period = validate.choice(period, "period", ("hour", "day", "month"))
         return [vars(p) for p in self.ledger.spending(period=period, zone=zone)]
+
+    def budget_caps(self, caller: Caller, keys: Iterable[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+        """Per ``organisation / dataset``: its cap (the organisation's total on the dataset, None
+        without one), the cap's window, and the ε its active grants allow."""
+        caller.require("auditor")
+        active = self.ledger.list_grants(active=True)
+        out = {}
+        for organisation, dataset in keys:
+            total = self.ledger.organisation_spending(organisation, dataset)
+            out[f"{organisation} / {dataset}"] = {
+                "cap": total["epsilon_total"] if total else None,
+                "window": total["window"] if total else None,
+                "granted": sum(
+                    g.epsilon for g in active if (g.organisation, g.dataset) == (organisation, dataset)
+                ),
+            }
+        return out
 
     def flags(self, caller: Caller, days: float = 30) -> list[dict[str, Any]]:
         caller.require("auditor")
