@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from lab import validate
-from lab.errors import ConfigError
+from lab.errors import ConfigError, LabError
 from lab.gateway import i18n, paging
 from lab.gateway.charts import budget_chart, budget_rows
 from lab.gateway.console import KINDS, Auditor, Console, summary
@@ -196,6 +196,27 @@ def router(console: Console) -> APIRouter:
             lines(),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+        )
+
+    @pages.get(f"/{PAGE}/records/{{seq}}")
+    def record_page(request: Request, session: Auditor, seq: str) -> Response:
+        who = session.caller
+        try:
+            record, status, refused = gov.record(who, seq), 200, ""
+        except LabError as exc:
+            record, status, refused = None, 400 if isinstance(exc, ConfigError) else 404, exc.message
+        body = json.dumps(record["details"], ensure_ascii=False, indent=2, sort_keys=True) if record else ""
+        return console.render(
+            request,
+            "audit_record.html",
+            "audit_record",
+            session,
+            r=record,
+            body=body,
+            verification=gov.verify(who),
+            zone=ZONE.key,
+            status=status,
+            refused=refused,
         )
 
     @pages.get(f"/{PAGE}/package")

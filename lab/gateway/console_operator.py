@@ -146,7 +146,7 @@ def router(console: Console) -> APIRouter:
                 refused=exc.message,
                 status=status,
             )
-        return console.render(request, "op_application.html", "application", session, a=app, refused="")
+        return console.render(request, "op_application.html", "application_detail", session, a=app, refused="")
 
     def _back(form: Mapping[str, Any], item: str) -> str:
         return f"{APPS}/applications/{item}" if form.get("back") == "detail" else APPS
@@ -293,6 +293,6 @@ def router(console: Console) -> APIRouter:
                 "total": len(every),
             }
 
-        return listing(request, session, "op_datasets.html", "datasets", build)
+        return listing(request, session, "op_datasets.html", "catalogue", build)
 
     return pages

@@ -171,6 +171,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "nav_applications": ("申请", "Applications"),
     "datasets": ("数据集", "Datasets"),
     "application": ("申请", "Application"),
+    "application_detail": ("申请详情", "Application"),
     "first_page": ("首页", "First"),
     "prev_page": ("上一页", "Previous"),
     "next_page": ("下一页", "Next"),
@@ -249,6 +250,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "last_period": ("最近周期", "Last period"),
     "records_behind": ("相关记录", "Records"),
     "show_records": ("查看记录", "Show the records"),
+    "audit_record": ("审计记录", "Audit record"),
+    "back_to_search": ("返回检索", "Back to the search"),
+    "hash": ("哈希", "Hash"),
+    "prev_hash": ("前一条的哈希", "Previous record's hash"),
     "csv": ("下载检索结果（CSV）", "Download the result (CSV)"),
     # organisations (lab.gateway.console_orgs)
     "organisations": ("机构", "Organisations"),

@@ -436,6 +436,15 @@ class Governance:
         )
         return [r.as_dict() for r in records]
 
+    def record(self, caller: Caller, seq: Any) -> dict[str, Any]:
+        """One audit record, whole (the search's cells are shortened)."""
+        caller.require("auditor")
+        number = _int(seq, "seq")
+        found = self.ledger.records(after_seq=number - 1, limit=1)
+        if not found or found[0].seq != number:
+            raise NotFound(f"there is no audit record {number} / 没有该审计记录", reason="no-such-record")
+        return found[0].as_dict()
+
     def search_count(self, caller: Caller, filters: Mapping[str, Any]) -> int:
         """How many audit records ``search`` would find with no limit."""
         caller.require("auditor")
