@@ -71,6 +71,18 @@ def style_hashes() -> list[str]:
     return [f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in blocks]
 
 
+NO_MODE = (
+    "请至少勾选一种发布方式（dp 或 masked）。 / Tick at least one release mode (dp or masked); "
+    "with none ticked nothing would be granted."
+)
+
+
+def ticked(form: Mapping[str, Any]) -> bool:
+    """False if the form showed the release-mode boxes (``modes_field``) and none is ticked."""
+    value = form.get("modes") or []
+    return "modes_field" not in form or any(m for m in (value if isinstance(value, list) else [value]))
+
+
 def _kept(form: Mapping[str, Any]) -> dict[str, Any]:
     """The typed values worth keeping, within what a cookie holds (a long value is left out)."""
     kept: dict[str, Any] = {}
@@ -385,9 +397,13 @@ def router(console: Console) -> APIRouter:
     @pages.post("/analyst/apply")
     async def apply(request: Request, session: Analyst) -> Response:
         form = await console.form(request, session)
+        if not ticked(form):  # never silently "dp"
+            return console.flash("analyst", error=NO_MODE, keep=form)
+        body = {k: v for k, v in form.items() if k != "modes_field"}
         return await console.act(
             "analyst",
-            lambda: gov.apply(session.caller, form),
+            lambda: gov.apply(session.caller, body),
+            keep=form,
             said=lambda app: (
                 f"申请 {app['id']} 已提交，等待运营人员审批。 / Application {app['id']} is submitted and "
                 "awaits an operator's decision."

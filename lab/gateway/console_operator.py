@@ -22,22 +22,13 @@ from starlette.concurrency import run_in_threadpool
 
 from lab.errors import LabError
 from lab.gateway import paging
-from lab.gateway.console import Console, Operator
+from lab.gateway.console import NO_MODE, Console, Operator, ticked
 from lab.gateway.sessions import Session
 from lab.validate import InvalidInput
 
 APPS, GRANTS, DATASETS = "operator", "operator/grants", "operator/datasets"
 APP_STATES = ("pending", "approved", "rejected", "withdrawn", "all")
 GRANT_STATES = ("active", "ended", "revoked", "expired", "all")
-NO_MODE = (
-    "请至少勾选一种发布方式（dp 或 masked）。 / Tick at least one release mode (dp or masked); "
-    "with none ticked nothing would be granted."
-)
-
-
-def _modes(form: Mapping[str, Any]) -> list[str]:
-    value = form.get("modes") or []
-    return [m for m in (value if isinstance(value, list) else [value]) if m]
 
 
 def _grant_line(g: Mapping[str, Any]) -> tuple[str, str]:
@@ -146,7 +137,9 @@ def router(console: Console) -> APIRouter:
                 refused=exc.message,
                 status=status,
             )
-        return console.render(request, "op_application.html", "application_detail", session, a=app, refused="")
+        return console.render(
+            request, "op_application.html", "application_detail", session, a=app, refused=""
+        )
 
     def _back(form: Mapping[str, Any], item: str) -> str:
         return f"{APPS}/applications/{item}" if form.get("back") == "detail" else APPS
@@ -155,7 +148,7 @@ def router(console: Console) -> APIRouter:
     async def approve(request: Request, session: Operator, item: str) -> Response:
         form = await console.form(request, session)
         back = _back(form, item)
-        if "modes_field" in form and not _modes(form):  # the form showed the boxes and none is ticked
+        if not ticked(form):  # the form showed the boxes and none is ticked
             return console.flash(back, error=NO_MODE, keep=form)
         body = {k: v for k, v in form.items() if k not in ("modes_field", "back", "item")}
         return await console.act(

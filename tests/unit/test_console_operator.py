@@ -271,3 +271,74 @@ def test_unticking_every_mode_is_refused_and_the_form_keeps_what_was_typed(
     done = app.post("/console/operator/applications/60/approve", data={**form, "modes": "dp"})
     assert "已批准申请 #60，生成授权 #77（机构 org-a，数据集 population，ε 1，90 天，dp）" in done.text
     assert gov.approved and "modes_field" not in gov.approved[0]
+
+
+class AnalystGov:
+    ENTRY = {
+        "name": "population",
+        "title": {"zh": "人口", "en": "Population"},
+        "description": "",
+        "owner": "bureau",
+        "update_frequency_label": None,
+        "rows": 10,
+        "version": 1,
+        "updated_at": None,
+        "versions": [],
+        "release_modes": ["dp", "masked"],
+        "k": 5,
+        "quasi_identifiers": [],
+        "privacy_unit": None,
+        "negative_listed": [],
+        "held": False,
+        "columns": [],
+    }
+
+    def __init__(self) -> None:
+        self.applied: list[dict[str, Any]] = []
+
+    def catalogue(self, who: Caller) -> list[dict[str, Any]]:
+        return [dict(self.ENTRY), {**self.ENTRY, "name": "utility", "title": {"zh": "水电", "en": "Utility"}}]
+
+    def search_catalogue(self, entries: list[dict[str, Any]], q: Any) -> list[dict[str, Any]]:
+        return entries
+
+    def grants(self, who: Caller) -> list[dict[str, Any]]:
+        return []
+
+    def applications(self, who: Caller) -> list[dict[str, Any]]:
+        return []
+
+    def exports(self, who: Caller) -> list[dict[str, Any]]:
+        return []
+
+    def apply(self, who: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("epsilon") == "50":
+            raise ConfigError("epsilon: at most 10 / ε 最多为 10", reason="invalid-value")
+        self.applied.append(body)
+        return {"id": 5}
+
+
+def test_the_apply_form_refuses_no_mode_and_keeps_what_was_typed() -> None:
+    gov = AnalystGov()
+    session = Session(Caller("ana", "org-a", frozenset({"analyst"})), 2**40, CSRF)
+    sessions = SimpleNamespace(read=lambda cookie: session, signer=Signer(b"k" * 32), cookie_path="/")
+    console = pages.Console(gov, sessions, "/console")  # type: ignore[arg-type]
+    app = FastAPI()
+    pages.install(app, console)
+    app.include_router(pages.router(console))
+    client = TestClient(app, raise_server_exceptions=False)
+    typed = {"csrf": CSRF, "modes_field": "1", "dataset": "utility", "purpose": "水费研究", "epsilon": "0.7"}
+    page = client.post("/console/analyst/apply", data=typed).text
+    assert gov.applied == [] and "请至少勾选一种发布方式" in page  # not silently "dp"
+    form = re.search(r'<form id="apply".*?</form>', page, flags=re.S)[0]  # type: ignore[index]
+    assert '<option value="utility" selected>' in form and 'value="水费研究"' in form
+    assert 'name="epsilon" value="0.7"' in form and "checked" not in form
+    page = client.post("/console/analyst/apply", data={**typed, "modes": "masked", "epsilon": "50"}).text
+    assert "ε 最多为 10" in page and gov.applied == []
+    form = re.search(r'<form id="apply".*?</form>', page, flags=re.S)[0]  # type: ignore[index]
+    assert 'value="masked" checked' in form and 'value="dp">' in form and 'name="epsilon" value="50"' in form
+    page = client.post("/console/analyst/apply", data={**typed, "modes": "masked"}).text
+    assert gov.applied and gov.applied[0]["modes"] == ["masked"] and "modes_field" not in gov.applied[0]
+    assert "申请 5 已提交" in page
+    fresh = re.search(r'<form id="apply".*?</form>', page, flags=re.S)[0]  # type: ignore[index]
+    assert 'value="dp" checked' in fresh and 'value="水费研究"' not in fresh  # after success: a fresh form
