@@ -23,6 +23,7 @@ from lab.gateway.sessions import Session, Signer
 
 pytestmark = pytest.mark.unit
 CSRF = "csrf-token-1"
+TOKEN = re.compile(r'name="confirm" value="([^"]+)"')
 
 
 def _grant(n: int, status: str, org: str = "org-a") -> dict[str, Any]:
@@ -342,3 +343,61 @@ def test_the_apply_form_refuses_no_mode_and_keeps_what_was_typed() -> None:
     assert "申请 5 已提交" in page
     fresh = re.search(r'<form id="apply".*?</form>', page, flags=re.S)[0]  # type: ignore[index]
     assert 'value="dp" checked' in fresh and 'value="水费研究"' not in fresh  # after success: a fresh form
+
+
+def _org(org_id: str, status: str = "active") -> Any:
+    from datetime import UTC, datetime
+
+    from lab.registry.organisations import Organisation
+
+    return Organisation(
+        org_id, f"{org_id} 公司", f"{org_id} Co.", "91370000MA3C5X0000", "enterprise", "office",
+        status=status, created_by="op.li", created_at=datetime(2026, 12, 1, tzinfo=UTC),
+        provenance={"audit_seq": 3},
+    )  # fmt: skip
+
+
+class Onboarding:
+    def __init__(self) -> None:
+        self.orgs = [_org(f"org-{n:02d}") for n in range(30)] + [_org("gone-co", "suspended")]
+        self.suspended: list[tuple[str, str]] = []
+        self.registry = SimpleNamespace(list_organisations=lambda: list(self.orgs))
+
+    def suspend(self, actor: str, org_id: str, reason: str) -> Any:
+        from lab.services.onboarding import Outcome
+
+        self.suspended.append((org_id, reason))
+        return Outcome(_org(org_id, "suspended"), revoked=[SimpleNamespace(id=1), SimpleNamespace(id=2)])  # type: ignore[list-item]
+
+
+def test_organisations_are_paged_and_suspending_asks_first() -> None:
+    from lab.gateway import console_orgs
+
+    gov = SimpleNamespace(ledger=SimpleNamespace(list_grants=lambda **kw: [1, 2]))
+    session = Session(Caller("op.wang", None, frozenset({"operator"})), 2**40, CSRF)
+    sessions = SimpleNamespace(read=lambda cookie: session, signer=Signer(b"k" * 32), cookie_path="/")
+    console = pages.Console(gov, sessions, "/console")  # type: ignore[arg-type]
+    onboarding = Onboarding()
+    app = FastAPI()
+    pages.install(app, console)
+    app.include_router(console_orgs.router(console, onboarding))  # type: ignore[arg-type]
+    client = TestClient(app, raise_server_exceptions=False)
+    page = client.get("/console/operator/organisations").text
+    assert "第 1 / 2 页 · 共 30 条" in page and 'id="org-gone-co"' not in page  # active ones by default
+    assert "已暂停 (1)" in page
+    assert (
+        'id="org-gone-co"'
+        in client.get("/console/operator/organisations", params={"state": "suspended"}).text
+    )
+    assert client.get("/console/operator/organisations", params={"page": "-1"}).status_code == 400
+    url = "/console/operator/organisations/org-03/suspend"
+    asked = client.post(url, data={"csrf": CSRF, "reason": "licence withdrawn"})
+    assert "确认暂停此机构？" in asked.text and "org-03 公司" in asked.text and onboarding.suspended == []
+    forged = client.post(url, data={"csrf": CSRF, "reason": "licence withdrawn", "confirm": "yes"})
+    assert 'id="confirm-box"' in forged.text and onboarding.suspended == []
+    token = TOKEN.search(asked.text)[1]  # type: ignore[index]
+    done = client.post(url, data={"csrf": CSRF, "reason": "licence withdrawn", "confirm": token})
+    assert onboarding.suspended == [("org-03", "licence withdrawn")]
+    assert "已暂停机构 org-03（org-03 公司），撤销其 2 项授权" in done.text
+    unknown = client.post("/console/operator/organisations/nope/suspend", data={"csrf": CSRF, "reason": "x"})
+    assert "没有该机构" in unknown.text and onboarding.suspended == [("org-03", "licence withdrawn")]
