@@ -4,6 +4,7 @@
 
     lab.datasets()                                   # granted datasets, budget left
     q = lab.dp("population").group_by("district").count(epsilon=0.5)
+    q = lab.sql("SELECT district, COUNT(*) FROM population GROUP BY district", epsilon=0.5)  # the same
     q                                                # the preview: cost and accuracy, nothing spent
     result = q.release()                             # spends ε, returns noisy counts
     result.frame                                     # a Polars DataFrame (result.to_pandas() too)
@@ -48,6 +49,7 @@ __all__ = [
     "extract",
     "history",
     "request_export",
+    "sql",
 ]
 
 SYNTHETIC_NOTICE = (
@@ -99,7 +101,10 @@ class Connection:
         try:
             error = response.json()["error"]
         except (ValueError, KeyError, TypeError):
-            raise LabError(f"The gateway answered {response.status_code}: {response.text[:200]}") from None
+            raise LabError(
+                f"The gateway answered {response.status_code} (网关返回错误，请稍后重试或联系运营人员): "
+                f"{response.text[:200]}"
+            ) from None
         kind = (
             BudgetExhausted
             if error.get("reason") == "budget-exhausted"
@@ -142,6 +147,23 @@ class Connection:
     def dp(self, dataset: str) -> QueryBuilder:
         """Start a DP query on ``dataset``: ``.group_by(...)``, ``.filter(...)``, then an aggregate."""
         return QueryBuilder(self, _dp.on(dataset))
+
+    def sql(
+        self,
+        text: str,
+        *,
+        epsilon: float,
+        delta: float = 0.0,
+        bounds: Any = None,
+        candidates: list[float] | None = None,
+    ) -> PendingQuery:
+        """One SQL ``SELECT`` as a DP query (docs/sql.md): the gateway parses it into the query
+        ``dp()`` builds and previews it at once; ``release()`` spends the budget."""
+        body = {"sql": text, "epsilon": epsilon, "delta": delta, "bounds": bounds, "candidates": candidates}
+        answer = self._call("POST", "/sql", json=body)
+        pending = PendingQuery(self, _dp.Query.from_dict(answer["query"]))
+        pending._preview = dict(answer["preview"])
+        return pending
 
     def history(self) -> pl.DataFrame:
         """Your DP queries, newest first."""
@@ -337,6 +359,14 @@ class PendingQuery:
             f"DP query (not yet run / 尚未执行): {p['query']}",
             f"  cost 花费: {cost};  accuracy 95% 精度: {accuracy}",
         ]
+        if p.get("mean_accuracy"):
+            shown = ", ".join(
+                f"±{m['accuracy']:.4g} (n={m['rows']:,})"
+                if m["accuracy"] is not None
+                else f"suppressed 不发布 (n={m['rows']:,})"
+                for m in p["mean_accuracy"]
+            )
+            lines.append(f"  mean 均值 95% accuracy 精度, for a group of n rows 每组 n 行: {shown}")
         if asked > left or not p["affordable"]:
             lines.append(
                 f"  ✗ budget: ε {asked:g} exceeds what is left (ε {left:g}{of}); release() will be refused "
@@ -393,6 +423,13 @@ def dp(dataset: str) -> QueryBuilder:
     return _connection().dp(dataset)
 
 
+def sql(
+    text: str, *, epsilon: float, delta: float = 0.0, bounds: Any = None, candidates: Any = None
+) -> PendingQuery:
+    """A differentially private query in SQL, previewed at once. / 用 SQL 写的差分隐私查询（先预览）。"""
+    return _connection().sql(text, epsilon=epsilon, delta=delta, bounds=bounds, candidates=candidates)
+
+
 def extract(dataset: str, kind: str = "masked", table: str | None = None) -> Any:
     """Your organisation's newest extract: ``masked``, ``dp-table`` or ``dp-synthetic``. / 最新的数据产品。"""
     return _connection().extract(dataset, kind, table)
@@ -415,9 +452,11 @@ def request_export(
     """Ask to take a file out of the lab. / 申请导出文件。
 
     A DP result (``Result``, or the JSON the gateway returned) is released at once; any
-    other file (CSV, Parquet, JSON records; a DataFrame is sent as CSV) goes through the
-    disclosure checks (minimum cell count, dominance) and an operator's review. Returns
-    the request: ``state`` (released / pending / held), ``checks`` and its ``id``.
+    other file (CSV, Parquet, JSON records, a PNG chart; a DataFrame is sent as CSV) goes
+    through the disclosure checks (minimum cell count, dominance) and is released only when
+    two operators other than you have seen it and approved it. Returns the request:
+    ``state`` (released / pending / held), ``checks`` and its ``id``. Follow it, reply,
+    withdraw it or resubmit a corrected version in the console (我的机构 → the export).
     ``counts`` and ``by`` name the count and grouping columns if their names do not say so.
     """
     import base64

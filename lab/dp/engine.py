@@ -229,6 +229,28 @@ def _mean_row(plan: Plan, prev: Preview, row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def mean_accuracy(
+    sum_scale: float, count_scale: float, alpha: float, bounds: tuple[float, float], rows: int
+) -> float | None:
+    """Half-width of a mean's interval for a group of ``rows`` rows, before the query runs.
+
+    The same interval a released mean gets (both noises at ``alpha / 2``, the corners of
+    sum ± and count ±), taken at the worst true mean within ``bounds``: it uses only the
+    preview's public figures, never the data. None when such a group would be suppressed.
+    """
+    sum_acc = discrete_laplace_accuracy(sum_scale, alpha / 2)
+    count_acc = discrete_laplace_accuracy(count_scale, alpha / 2)
+    if rows - count_acc < MIN_MEAN_ROWS:
+        return None
+    widths = []
+    for mean in bounds:
+        corners = [
+            (mean * rows + ds) / (rows + dn) for ds in (-sum_acc, sum_acc) for dn in (-count_acc, count_acc)
+        ]
+        widths.append((max(corners) - min(corners)) / 2)
+    return max(widths)
+
+
 def result_digest(prev: Preview, rows: tuple[dict[str, Any], ...]) -> str:
     """SHA-256 over the canonical query, the rows, the guarantee and the noise scales."""
     payload = {

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
+from lab.dp import sql as dpsql
 from lab.errors import (
     AccessDenied,
     BudgetExhausted,
@@ -109,6 +110,18 @@ def create_app(settings: Settings) -> FastAPI:
         released = jsonable_encoder(gateway.run(who, checked(who, Kind.DP_QUERY, inputs.query, body)))
         app.state.governance.airlock.keep(who.org, released)  # what the airlock may release later
         return JSONResponse(released)
+
+    @router.post("/api/sql")
+    def sql(who: Who, body: dict[str, Any]) -> Any:
+        """One SELECT as a DP query: its preview, or with ``"release": true`` its result (charged)."""
+        request = checked(who, Kind.DP_QUERY, inputs.sql, body)
+        who.require("analyst")
+        query = checked(who, Kind.DP_QUERY, inputs.query, dpsql.request_query(request))
+        if not request.get("release"):
+            return {"query": query, "preview": gateway.preview(who, query)}
+        released = jsonable_encoder(gateway.run(who, query))
+        app.state.governance.airlock.keep(who.org, released)
+        return JSONResponse({**released, "query": query})
 
     @router.post("/api/extracts/preview")
     def extract_preview(who: Who, body: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from lab.services.governance import Governance
 KINDS = sorted(
     {v for k, v in vars(Kind).items() if k.isupper()}
     | {"expire", "export-review", "export-revoke", "export-download", "audit-seal", "anchor-reset"}
+    | {"export-comment", "export-withdraw", "export-view"}
     | {"budget-limits", "budget-agreement"}
     | {"org-add", "org-suspend", "org-remove", "org-member-add"}
     | {"dataset-import", "dataset-accept", "audit-export"}
@@ -356,16 +357,7 @@ def router(console: Console) -> APIRouter:
             return RedirectResponse(f"{console.base}/{only[0]}", status_code=303)
         return console.render(request, "landing.html", "home", session)
 
-    # --- operator: the sections are lab.gateway.console_operator; exports stay here -------
-    @pages.post("/operator/exports/{item}/review")
-    async def review(request: Request, session: Operator, item: str) -> Response:
-        form = await console.form(request, session)
-        return await console.act("operator", lambda: gov.review_export(session.caller, item, form))
-
-    @pages.post("/operator/exports/{item}/revoke")
-    async def revoke_export(request: Request, session: Operator, item: str) -> Response:
-        form = await console.form(request, session)
-        return await console.act("operator", lambda: gov.revoke_export(session.caller, item, form))
+    # --- operator: the sections are lab.gateway.console_operator, exports lab.gateway.console_airlock
 
     @pages.get("/exports/{item}/download")
     def download(session: Reader, item: str) -> Response:

@@ -117,7 +117,7 @@ def router(console: Console) -> APIRouter:
                 "organisations": sorted({a["organisation"] for a in every}),
                 "datasets": sorted(gov.policies),
                 "states": APP_STATES,
-                "exports": gov.exports(who),
+                "to_check": len(gov.exports(who, "pending")) + len(gov.exports(who, "held")),
             }
 
         return listing(request, session, "operator.html", "applications", build)

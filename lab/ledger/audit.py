@@ -135,7 +135,9 @@ def select_spending(
     """
     if period not in PERIODS:
         raise ConfigError(
-            f"period must be one of {', '.join(PERIODS)}, got {period!r}", reason="invalid-value"
+            f"period must be one of {', '.join(PERIODS)}, got {period!r} / 统计周期只能是 "
+            f"{', '.join(PERIODS)}",
+            reason="invalid-value",
         )
     r, g = reservations.c, grants.c
     query = (

@@ -60,7 +60,10 @@ def imported_policies(store: RawStore, negative: NegativeList) -> dict[str, Poli
         data = store.get_bytes(version_key(name, version, "policy.yaml"))
         try:
             if data is None:
-                raise LabError(f"{label} is missing", reason="policy")
+                raise LabError(
+                    f"{label} is missing; import the dataset again / {label} 缺失，请重新导入该数据集",
+                    reason="policy",
+                )
             types = column_types({c["name"]: c["type"] for c in meta.get("schema", [])})
             policy = load_policy_bytes(data, label, types, negative)
         except LabError as exc:

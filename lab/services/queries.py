@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from lab import dp, dpextract, extracts
+from lab.dp.engine import mean_accuracy
 from lab.errors import ConfigError, LabError
 from lab.gateway.auth import Caller
 from lab.ledger import Grant, Kind, Ledger
@@ -98,6 +99,26 @@ def _columns_used(query: dp.Query) -> set[str]:
 
 def _noise(preview: dp.Preview) -> list[dict[str, Any]]:
     return [dataclasses.asdict(n) for n in preview.noise]
+
+
+MEAN_ROWS_SHOWN = (100, 1_000, 10_000)  # group sizes at which a mean's preview shows its accuracy
+
+
+def _mean_accuracy(query: dp.Query, preview: dp.Preview) -> dict[str, Any]:
+    """For a mean: the accuracy of the mean itself (not of its sum and count) at a few group sizes."""
+    bounds = query.aggregate.bounds
+    if query.aggregate.kind != "mean" or bounds is None:
+        return {}
+    sum_noise, count_noise = preview.noise
+    return {
+        "mean_accuracy": [
+            {
+                "rows": rows,
+                "accuracy": mean_accuracy(sum_noise.scale, count_noise.scale, preview.alpha, bounds, rows),
+            }
+            for rows in MEAN_ROWS_SHOWN
+        ]
+    }
 
 
 class Gateway:
@@ -208,6 +229,7 @@ class Gateway:
             "affordable": preview.epsilon <= budget["epsilon_remaining"]
             and preview.delta <= budget["delta_remaining"]
             and within_total,
+            **_mean_accuracy(query, preview),
         }
 
     def run(self, caller: Caller, body: Mapping[str, Any]) -> dict[str, Any]:

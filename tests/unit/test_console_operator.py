@@ -77,7 +77,7 @@ class Gov:
     def outlook(self, app: dict[str, Any]) -> dict[str, Any]:
         return app
 
-    def exports(self, who: Caller) -> list[dict[str, Any]]:
+    def exports(self, who: Caller, state: Any = None) -> list[dict[str, Any]]:
         return []
 
     def application_of(self, who: Caller, item: str) -> dict[str, Any]:
@@ -309,7 +309,7 @@ class AnalystGov:
     def applications(self, who: Caller) -> list[dict[str, Any]]:
         return []
 
-    def exports(self, who: Caller) -> list[dict[str, Any]]:
+    def exports(self, who: Caller, state: Any = None) -> list[dict[str, Any]]:
         return []
 
     def apply(self, who: Caller, body: dict[str, Any]) -> dict[str, Any]:
