@@ -24,12 +24,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from lab import validate
 from lab.errors import AccessDenied, LabError, NotAuthenticated
 from lab.gateway import i18n, paging
 from lab.gateway.governance_api import attachment
 from lab.gateway.origins import console_target
 from lab.gateway.sessions import FLOW_COOKIE, LANG_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Session, Sessions
 from lab.ledger import Kind
+from lab.ledger.applications import check_reason
 from lab.localtime import local_time
 from lab.services.governance import Governance
 
@@ -82,6 +84,12 @@ def ticked(form: Mapping[str, Any]) -> bool:
     """False if the form showed the release-mode boxes (``modes_field``) and none is ticked."""
     value = form.get("modes") or []
     return "modes_field" not in form or any(m for m in (value if isinstance(value, list) else [value]))
+
+
+def reason_given(form: Mapping[str, Any]) -> str:
+    """The form's reason, checked as the action will check it (so a confirmation never asks
+    about a reason the action would refuse)."""
+    return check_reason(validate.text(form.get("reason") or "", "reason"))
 
 
 def _kept(form: Mapping[str, Any]) -> dict[str, Any]:

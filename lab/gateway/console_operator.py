@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lab.errors import LabError
 from lab.gateway import paging
-from lab.gateway.console import NO_MODE, Console, Operator, ticked
+from lab.gateway.console import NO_MODE, Console, Operator, reason_given, ticked
 from lab.gateway.sessions import Session
 from lab.validate import InvalidInput
 
@@ -164,6 +164,7 @@ def router(console: Console) -> APIRouter:
         back = _back(form, item)
         if not console.confirmed(session, form, "reject", item):
             try:
+                reason_given(form)  # what was typed is checked before the item is looked up
                 a = await run_in_threadpool(gov.application_of, session.caller, item)
             except LabError as exc:
                 return console.flash(back, error=exc.message)
@@ -235,6 +236,7 @@ def router(console: Console) -> APIRouter:
         form = await console.form(request, session)
         if not console.confirmed(session, form, "revoke", item):
             try:
+                reason_given(form)
                 g = await run_in_threadpool(gov.grant, session.caller, item)
             except LabError as exc:
                 return console.flash(GRANTS, error=exc.message)

@@ -18,8 +18,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from lab.errors import LabError
 from lab.gateway import paging
-from lab.gateway.console import Console, Operator
+from lab.gateway.console import Console, Operator, reason_given
 from lab.registry.organisations import KINDS, OrgSpec
 from lab.services.onboarding import Onboarding, Outcome
 from lab.validate import InvalidInput
@@ -94,6 +95,10 @@ def router(console: Console, onboarding: Onboarding) -> APIRouter:
         form = await console.form(request, session)
         reason = str(form.get("reason") or "")
         if not console.confirmed(session, form, "suspend", item):
+            try:
+                reason_given(form)
+            except LabError as exc:
+                return console.flash(PAGE, error=exc.message)
             known = {o.id: o for o in onboarding.registry.list_organisations()}
             org = known.get(item)
             if org is None:

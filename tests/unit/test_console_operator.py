@@ -401,3 +401,12 @@ def test_organisations_are_paged_and_suspending_asks_first() -> None:
     assert "已暂停机构 org-03（org-03 公司），撤销其 2 项授权" in done.text
     unknown = client.post("/console/operator/organisations/nope/suspend", data={"csrf": CSRF, "reason": "x"})
     assert "没有该机构" in unknown.text and onboarding.suspended == [("org-03", "licence withdrawn")]
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "a\x00b", "x" * 3000])
+def test_a_bad_reason_is_refused_before_any_confirmation(client: tuple[TestClient, Gov], reason: str) -> None:
+    app, gov = client
+    answer = app.post("/console/operator/grants/8/revoke", data={"csrf": CSRF, "reason": reason})
+    assert 'id="confirm-box"' not in answer.text
+    error = re.search(r'id="flash-error">(.*?)</div>', answer.text, flags=re.S)
+    assert error is not None and ("reason" in error[1] or "理由" in error[1]) and gov.revoked == []
