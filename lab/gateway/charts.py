@@ -1,14 +1,22 @@
-"""Server-side SVG charts for the auditor console (no script, no CDN)."""
+"""Server-side SVG charts for the auditor console (no script, no CDN).
+
+The budget chart is a column of small multiples, one row per organisation and dataset, so it
+stays readable with many of them: the row's label, a line of its cumulative ε over the
+periods with the last value written beside it, and a bar of what it spent against its cap
+(the organisation's total on the dataset) or, without a cap, against what its active grants
+allow. :func:`budget_rows` gives the same numbers for the table beside the chart.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from html import escape
 from typing import Any
 
-WIDTH, HEIGHT = 760, 320
-LEFT, RIGHT, TOP, BOTTOM = 56, 200, 20, 48
+WIDTH = 1000
+ROW, TOP = 34, 34
+LABEL_W, LINE_W, GAP, BAR_W = 250, 300, 70, 150
+STRIPES = ("#fff", "#f7f9fb")
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 
 
@@ -30,57 +38,86 @@ def cumulative(points: Iterable[Mapping[str, Any]]) -> tuple[list[str], dict[str
     return periods, series
 
 
-def _ticks(top: float) -> list[float]:
-    """0 and round steps (1, 2 or 5 × 10ⁿ) up to ``top``, about five of them."""
-    if top <= 0:
-        return [0.0]
-    raw = top / 5
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    return [round(step * i, 9) for i in range(int(top // step) + 1)]
+def budget_rows(
+    points: Iterable[Mapping[str, Any]], caps: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Per ``organisation / dataset``: ε spent in all, in the last period, the cap and what is left.
 
-
-def budget_chart(points: Iterable[Mapping[str, Any]], *, title: str, empty: str) -> str:
-    """A line chart of cumulative ε per organisation and dataset, as an SVG element."""
+    ``caps[key]`` may give ``cap`` (the organisation's total, None without one), ``window``
+    and ``granted`` (ε of its active grants)."""
     periods, series = cumulative(points)
+    rows = []
+    for key, values in series.items():
+        organisation, dataset = key.split(" / ", 1)
+        given = dict((caps or {}).get(key) or {})
+        cap = given.get("cap")
+        rows.append(
+            {
+                "key": key,
+                "organisation": organisation,
+                "dataset": dataset,
+                "spent": values[-1],
+                "last_period": periods[-1] if periods else "",
+                "last": values[-1] - (values[-2] if len(values) > 1 else 0.0),
+                "cap": cap,
+                "window": given.get("window"),
+                "granted": given.get("granted"),
+                "left": None if cap is None else max(cap - values[-1], 0.0),
+                "share": None if not cap else values[-1] / cap,
+            }
+        )
+    return rows
+
+
+def budget_chart(
+    points: Iterable[Mapping[str, Any]],
+    *,
+    title: str,
+    empty: str,
+    caps: Mapping[str, Mapping[str, Any]] | None = None,
+    words: Mapping[str, str] | None = None,
+) -> str:
+    """Small multiples of cumulative ε per organisation and dataset, as an SVG element.
+
+    ``words`` labels the parts (keys ``cap``, ``granted``, ``no_cap``, ``periods``)."""
+    points = list(points)
+    periods, series = cumulative(points)
+    said = {"cap": "cap", "granted": "granted", "no_cap": "no cap", "periods": "", **(words or {})}
+    rows = {r["key"]: r for r in budget_rows(points, caps)}
+    height = TOP + ROW * max(len(series), 1) + 28
     head = (
-        f'<svg id="budget-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{escape(title)}">'
+        f'<svg id="budget-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
+        f'width="{WIDTH}" height="{max(height, 120)}" role="img" aria-label="{escape(title)}">'
     )
     if not series:
-        text = (
-            f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" fill="#666">{escape(empty)}</text>'
-        )
-        return f"{head}{text}</svg>"
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    top = max(max(v) for v in series.values()) or 1.0
-    top *= 1.1
-
-    def x(i: int) -> float:
-        return LEFT + (plot_w * i / (len(periods) - 1) if len(periods) > 1 else plot_w / 2)
-
-    def y(value: float) -> float:
-        return TOP + plot_h * (1 - value / top)
-
+        note = f'<text x="{WIDTH / 2}" y="60" text-anchor="middle" fill="#666">{escape(empty)}</text>'
+        return f"{head}{note}</svg>"
+    x0, bar_x = LABEL_W, LABEL_W + LINE_W + GAP
+    span = f"{periods[0]} … {periods[-1]}" if len(periods) > 1 else periods[0]
     parts = [
         head,
-        f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>',
+        f'<text x="{x0}" y="14" font-size="11" fill="#444">{escape(said["periods"])} {escape(span)}</text>',
+        f'<text x="{bar_x}" y="14" font-size="11" fill="#444">ε / {escape(said["cap"])}</text>',
     ]
-    for tick in _ticks(top / 1.1):
-        parts.append(
-            f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#eee"/>'
-            f'<text x="{LEFT - 6}" y="{y(tick) + 4:.1f}" font-size="11" text-anchor="end">{tick:g}</text>'
-        )
-    step = max(1, len(periods) // 6)
-    for i in range(0, len(periods), step):
-        parts.append(
-            f'<text x="{x(i):.1f}" y="{TOP + plot_h + 16}" font-size="11" text-anchor="middle">'
-            f"{escape(periods[i])}</text>"
-        )
     for n, (key, values) in enumerate(series.items()):
         colour = COLOURS[n % len(COLOURS)]
+        row = rows[key]
+        y0 = TOP + ROW * n
+        top = max(values) or 1.0
+        inner = ROW - 12
+
+        def x(i: int) -> float:
+            return x0 + (LINE_W * i / (len(periods) - 1) if len(periods) > 1 else LINE_W / 2)
+
+        def y(value: float, base: float = y0, h: float = inner, peak: float = top) -> float:
+            return base + h * (1 - value / peak)
+
         coords = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
         parts.append(
+            f'<g class="row" data-series="{escape(key)}">'
+            f'<rect x="0" y="{y0 - 4}" width="{WIDTH}" height="{ROW}" fill="{STRIPES[n % 2]}"/>'
+            f'<text x="4" y="{y0 + inner / 2 + 4:.1f}" font-size="12">{escape(key[:40])}</text>'
+            f'<line x1="{x0}" x2="{x0 + LINE_W}" y1="{y0 + inner}" y2="{y0 + inner}" stroke="#ddd"/>'
             f'<polyline class="series" data-series="{escape(key)}" fill="none" stroke="{colour}" '
             f'stroke-width="2" points="{coords}"/>'
         )
@@ -89,13 +126,31 @@ def budget_chart(points: Iterable[Mapping[str, Any]], *, title: str, empty: str)
                 f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="2.5" fill="{colour}">'
                 f"<title>{escape(key)} {escape(periods[i])}: ε {v:g}</title></circle>"
             )
-        ly = TOP + 14 + 18 * n
         parts.append(
-            f'<rect x="{LEFT + plot_w + 12}" y="{ly - 9}" width="12" height="4" fill="{colour}"/>'
-            f'<text x="{LEFT + plot_w + 30}" y="{ly - 4}" font-size="11">{escape(key)}</text>'
+            f'<text class="value" x="{x0 + LINE_W + 8}" y="{y0 + inner / 2 + 4:.1f}" font-size="12" '
+            f'font-weight="bold">{values[-1]:.3g}</text>'
+        )
+        cap, granted = row["cap"], row["granted"]
+        scale = cap or granted or values[-1] or 1.0
+        filled = min(values[-1] / scale, 1.0) * BAR_W if scale else 0.0
+        over = cap is not None and values[-1] > cap
+        parts.append(
+            f'<rect x="{bar_x}" y="{y0 + 4}" width="{BAR_W}" height="{inner - 8}" fill="#eee"/>'
+            f'<rect class="spent" x="{bar_x}" y="{y0 + 4}" width="{filled:.1f}" height="{inner - 8}" '
+            f'fill="{"#b00020" if over else colour}"/>'
+        )
+        if cap is not None:
+            label = f"{values[-1]:.3g} / {cap:g} {said['cap']}"
+        elif granted:
+            label = f"{values[-1]:.3g} / {granted:g} {said['granted']} ({said['no_cap']})"
+        else:
+            label = f"{values[-1]:.3g} ({said['no_cap']})"
+        parts.append(
+            f'<text class="cap" x="{bar_x + BAR_W + 6}" y="{y0 + inner / 2 + 4:.1f}" font-size="11">'
+            f"{escape(label)}</text></g>"
         )
     parts.append(
-        f'<text x="{LEFT + plot_w / 2}" y="{HEIGHT - 8}" font-size="12" text-anchor="middle">'
-        f"{escape(title)}</text></svg>"
+        f'<text x="{WIDTH / 2}" y="{height - 8}" font-size="12" text-anchor="middle">{escape(title)}</text>'
+        "</svg>"
     )
     return "".join(parts)

@@ -14,9 +14,7 @@ import base64
 import hashlib
 import json
 import re
-import unicodedata
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
@@ -28,15 +26,14 @@ from starlette.concurrency import run_in_threadpool
 
 from lab import validate
 from lab.errors import AccessDenied, LabError, NotAuthenticated
-from lab.gateway import i18n
-from lab.gateway.charts import budget_chart
+from lab.gateway import i18n, paging
 from lab.gateway.governance_api import attachment
 from lab.gateway.origins import console_target
 from lab.gateway.sessions import FLOW_COOKIE, LANG_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Session, Sessions
 from lab.ledger import Kind
-from lab.localtime import ZONE, local_time
+from lab.ledger.applications import check_reason
+from lab.localtime import local_time
 from lab.services.governance import Governance
-from lab.validate import InvalidInput
 
 KINDS = sorted(
     {v for k, v in vars(Kind).items() if k.isupper()}
@@ -44,10 +41,13 @@ KINDS = sorted(
     | {"export-comment", "export-withdraw", "export-view"}
     | {"budget-limits", "budget-agreement"}
     | {"org-add", "org-suspend", "org-remove", "org-member-add"}
-    | {"dataset-import", "dataset-accept"}
+    | {"dataset-import", "dataset-accept", "audit-export"}
 )
 FLASH_COOKIE = "datalab_flash"
 FLASH_CHARS = 400
+KEPT_CHARS = 200  # a typed value kept for the form after a refusal is at most this long
+KEPT_BYTES = 1200  # … and all of them at most this much of the (4 KB) flash cookie
+CONFIRM_SECONDS = 600
 _TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
     autoescape=select_autoescape(["html"]),
@@ -67,19 +67,50 @@ _TEMPLATES.filters["clip"] = clip
 _TEMPLATES.globals["TITLE_CHARS"] = TITLE_CHARS
 
 
-def _naive(value: str) -> bool:
-    """True if a (valid) time text names no zone."""
-    try:
-        return datetime.fromisoformat(value).tzinfo is None
-    except ValueError:  # valid only once normalised (validate.moment): read it as it was read
-        return False
-
-
 def style_hashes() -> list[str]:
     """CSP sources (``'sha256-…'``) of the pages' inline ``<style>`` blocks, which hold no variables."""
     source = (Path(__file__).with_name("templates") / "base.html").read_text(encoding="utf-8")
     blocks = re.findall(r"<style>(.*?)</style>", source, flags=re.S)
     return [f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in blocks]
+
+
+NO_MODE = (
+    "请至少勾选一种发布方式（dp 或 masked）。 / Tick at least one release mode (dp or masked); "
+    "with none ticked nothing would be granted."
+)
+
+
+def ticked(form: Mapping[str, Any]) -> bool:
+    """False if the form showed the release-mode boxes (``modes_field``) and none is ticked."""
+    value = form.get("modes") or []
+    return "modes_field" not in form or any(m for m in (value if isinstance(value, list) else [value]))
+
+
+def reason_given(form: Mapping[str, Any]) -> str:
+    """The form's reason, checked as the action will check it (so a confirmation never asks
+    about a reason the action would refuse)."""
+    return check_reason(validate.text(form.get("reason") or "", "reason"))
+
+
+def _kept(form: Mapping[str, Any]) -> dict[str, Any]:
+    """The typed values worth keeping, within what a cookie holds (a long value is left out)."""
+    kept: dict[str, Any] = {}
+    size = 0
+    for key, value in form.items():
+        if key in ("confirm", "csrf"):
+            continue
+        value = (
+            [clip(m, KEPT_CHARS) for m in value[:10]] if isinstance(value, list) else clip(value, KEPT_CHARS)
+        )
+        size += len(json.dumps([key, value]))
+        if size > KEPT_BYTES:
+            break
+        kept[key] = value
+    return kept
+
+
+def _bound(session: Session) -> str:
+    return hashlib.sha256(session.csrf.encode()).hexdigest()[:24]
 
 
 class ConsoleDenied(AccessDenied):
@@ -133,6 +164,8 @@ class Console:
             csrf=session.csrf if session else "",
             message=(flash.get("said") or t("done")) if flash.get("ok") else None,
             error=flash.get("error"),
+            kept=flash.get("kept") or {},  # what was typed in the form that failed
+            SIZES=paging.SIZES,
             **values,
         )
         response = HTMLResponse(html, status_code=values.get("status", 200))
@@ -150,11 +183,19 @@ class Console:
         return {k: (v if k == "modes" else v[0]) for k, v in fields.items() if k != "csrf"}
 
     async def act(
-        self, page: str, action: Callable[[], Any], *, said: Callable[[Any], str] | None = None
+        self,
+        page: str,
+        action: Callable[[], Any],
+        *,
+        said: Callable[[Any], str] | None = None,
+        keep: Mapping[str, Any] | None = None,
+        failed: str | None = None,
     ) -> RedirectResponse:
         """Run a console action; back to ``page``, with a signed one-shot cookie saying how it went.
 
-        ``said`` turns the action's result into the message shown (default: "done").
+        ``said`` turns the action's result into the message shown (default: "done"). If the
+        action is refused, the form's values ``keep`` come back with the error (the page fills
+        its form with them), and the browser goes to ``failed`` if given.
         """
         try:
             result = await run_in_threadpool(action)
@@ -162,12 +203,57 @@ class Console:
             if said is not None:
                 flash["said"] = said(result)
         except LabError as exc:
-            flash = {"error": exc.message}
+            return self.flash(failed or page, error=exc.message, keep=keep)
         return self._back(page, flash)
 
-    def flash(self, page: str, *, error: str) -> RedirectResponse:
+    def flash(self, page: str, *, error: str, keep: Mapping[str, Any] | None = None) -> RedirectResponse:
         """Back to ``page`` showing ``error`` (a refusal found before any action ran)."""
-        return self._back(page, {"error": error})
+        flash: dict[str, Any] = {"error": error}
+        if keep:
+            flash["kept"] = _kept(keep)
+        return self._back(page, flash)
+
+    # --- confirmation of destructive actions ------------------------------------------
+
+    def confirm_token(self, session: Session, action: str, item: str) -> str:
+        """A token the confirmation page carries: this session, this action, this item, 10 min."""
+        return self.sessions.signer.dumps({"a": action, "i": item, "s": _bound(session)}, CONFIRM_SECONDS)
+
+    def confirmed(self, session: Session, form: Mapping[str, Any], action: str, item: str) -> bool:
+        """Whether the form carries a valid confirmation of ``action`` on ``item`` by this session."""
+        value = form.get("confirm")
+        found = self.sessions.signer.loads(value if isinstance(value, str) else None) or {}
+        return found.get("a") == action and found.get("i") == item and found.get("s") == _bound(session)
+
+    def confirmation(
+        self,
+        request: Request,
+        session: Session,
+        *,
+        action: str,
+        item: str,
+        url: str,
+        question: str,
+        facts: list[tuple[str, Any]],
+        cancel: str,
+        reason: str = "",
+        hidden: Mapping[str, str] | None = None,
+    ) -> HTMLResponse:
+        """The page asking to confirm ``action``: what it will do, the reason, confirm or cancel."""
+        return self.render(
+            request,
+            "confirm.html",
+            "confirm_title",
+            session,
+            action=action,
+            url=url,
+            question=question,
+            facts=facts,
+            cancel=f"{self.base}/{cancel}",
+            reason=reason,
+            hidden=dict(hidden or {}),
+            confirm=self.confirm_token(session, action, item),
+        )
 
     def _back(self, page: str, flash: dict[str, Any]) -> RedirectResponse:
         # a cookie holds ~4 KB: a long message is shortened (the page it came from shows the rest)
@@ -279,110 +365,13 @@ def router(console: Console) -> APIRouter:
             return RedirectResponse(f"{console.base}/{only[0]}", status_code=303)
         return console.render(request, "landing.html", "home", session)
 
-    # --- operator ---------------------------------------------------------------------
-    @pages.get("/operator")
-    def operator_page(request: Request, session: Operator, q: str = "") -> Response:
-        who = session.caller
-        applications = gov.applications(who)
-        return console.render(
-            request,
-            "operator.html",
-            "operator",
-            session,
-            pending=[a for a in applications if a["state"] == "pending"],
-            decided=[a for a in applications if a["state"] != "pending"][:30],
-            grants=gov.grants(who),
-            to_check=len(gov.exports(who, "pending")) + len(gov.exports(who, "held")),
-            catalogue=gov.catalogue(who, q),
-            q=q,
-        )
-
-    @pages.post("/operator/applications/{item}/approve")
-    async def approve(request: Request, session: Operator, item: str) -> Response:
-        form = await console.form(request, session)
-        return await console.act("operator", lambda: gov.approve(session.caller, item, form))
-
-    @pages.post("/operator/applications/{item}/reject")
-    async def reject(request: Request, session: Operator, item: str) -> Response:
-        form = await console.form(request, session)
-        return await console.act("operator", lambda: gov.reject(session.caller, item, form))
-
-    @pages.post("/operator/grants/{item}/revoke")
-    async def revoke(request: Request, session: Operator, item: str) -> Response:
-        form = await console.form(request, session)
-        return await console.act("operator", lambda: gov.revoke(session.caller, item, form))
+    # --- operator: the sections are lab.gateway.console_operator, exports lab.gateway.console_airlock
 
     @pages.get("/exports/{item}/download")
     def download(session: Reader, item: str) -> Response:
         return attachment(*gov.download_export(session.caller, item, via="console"))
 
-    # --- auditor ----------------------------------------------------------------------
-    def _filters(request: Request) -> dict[str, Any]:
-        q = request.query_params
-        return {k: q.get(k) or None for k in ("organisation", "actor", "dataset", "kind", "since", "until")}
-
-    def _plain(value: str | None) -> str | None:
-        if value is None or len(value) > 200:
-            return None
-        return None if any(unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs") for c in value) else value
-
-    def _time(value: str | None) -> datetime | None:
-        """A filter's time; one without a zone (the form's datetime-local) is Beijing time, as shown."""
-        moment = validate.moment(value, "since/until")  # a 400 naming the format, never a 500
-        if moment is not None and value and _naive(value):
-            moment = moment.replace(tzinfo=ZONE).astimezone(UTC)
-        return moment
-
-    def _auditor(
-        request: Request, session: Session, period: str, status: int = 200, error: str = ""
-    ) -> Response:
-        who, lang = session.caller, console.lang(request)
-        t = i18n.translator(lang)
-        filters = _filters(request)  # shown back in the form as typed, also when refused
-        records: list[dict[str, Any]] = []
-        try:
-            since, until = validate.span(_time(filters["since"]), _time(filters["until"]))
-            if not error:
-                records = gov.search(who, {**filters, "since": since, "until": until}, limit=300)
-        except InvalidInput as exc:  # a 400 page saying what was wrong, never a 500
-            status, error = 400, exc.message
-        if error:  # typed values are kept, but never one the refusal is about (control, bidi, huge)
-            filters = {k: _plain(v) for k, v in filters.items()}
-        for record in records:
-            record["summary"] = summary(record["details"])
-        period = period if period in ("day", "hour") else "day"
-        return console.render(
-            request,
-            "auditor.html",
-            "auditor",
-            session,
-            verification=gov.verify(who),
-            chart=budget_chart(
-                gov.spending(who, period, ZONE), title=f"{t('chart')} (Asia/Shanghai)", empty=t("no_data")
-            ),
-            flags=gov.flags(who),
-            risk_reports=gov.risk_reports(who),
-            filters=filters,
-            records=records,
-            kinds=KINDS,
-            period=period,
-            status=status,
-            refused=error,
-        )
-
-    @pages.get("/auditor")
-    def auditor_page(request: Request, session: Auditor, period: str = "day") -> Response:
-        return _auditor(request, session, period)
-
-    @pages.get("/auditor/package")
-    def package(request: Request, session: Auditor, since: str = "", until: str = "") -> Response:
-        try:
-            start, end = validate.span(_time(since), _time(until))
-        except InvalidInput as exc:
-            return _auditor(request, session, "day", 400, exc.message)
-        body = gov.package(session.caller, start, end)
-        data = json.dumps(body, ensure_ascii=False, indent=2).encode()
-        return attachment(f"audit-package-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json", data)
+    # --- auditor: lab.gateway.console_auditor --------------------------------------------
 
     # --- analyst ----------------------------------------------------------------------
     @pages.get("/analyst")
@@ -408,9 +397,13 @@ def router(console: Console) -> APIRouter:
     @pages.post("/analyst/apply")
     async def apply(request: Request, session: Analyst) -> Response:
         form = await console.form(request, session)
+        if not ticked(form):  # never silently "dp"
+            return console.flash("analyst", error=NO_MODE, keep=form)
+        body = {k: v for k, v in form.items() if k != "modes_field"}
         return await console.act(
             "analyst",
-            lambda: gov.apply(session.caller, form),
+            lambda: gov.apply(session.caller, body),
+            keep=form,
             said=lambda app: (
                 f"申请 {app['id']} 已提交，等待运营人员审批。 / Application {app['id']} is submitted and "
                 "awaits an operator's decision."

@@ -3,7 +3,7 @@
 ``routes(app)`` builds :class:`~lab.services.governance.Governance` on the app's ledger,
 policies and settings, and returns one router with the bearer API
 (:mod:`~lab.gateway.governance_api`), MinIO's audit webhook and the consoles
-(:mod:`~lab.gateway.console`), and puts the role guard (:mod:`~lab.gateway.guard`) in
+(:mod:`~lab.gateway.console` and its sections), and puts the role guard (:mod:`~lab.gateway.guard`) in
 front of the whole app. Its lifespan runs the access sweep
 (:class:`lab.access.Sweeper`: expiries and MinIO policies, every 15 s) and a one-worker
 pool that builds masked extracts after approvals, so a request never waits for a build.
@@ -21,7 +21,14 @@ from fastapi import APIRouter, FastAPI
 
 from lab import access, auditpkg
 from lab.gateway import console as console_pages
-from lab.gateway import console_airlock, console_import, console_orgs, governance_api
+from lab.gateway import (
+    console_airlock,
+    console_auditor,
+    console_import,
+    console_operator,
+    console_orgs,
+    governance_api,
+)
 from lab.gateway.guard import RoleGuard
 from lab.gateway.minio_audit import AuditSink
 from lab.gateway.origins import OriginGuard
@@ -100,6 +107,8 @@ def routes(app: FastAPI) -> APIRouter:
     router = APIRouter(prefix=PREFIX, lifespan=lifespan)
     router.include_router(governance_api.router(gov, AuditSink(settings, ledger)))
     router.include_router(console_pages.router(console))
+    router.include_router(console_operator.router(console))
+    router.include_router(console_auditor.router(console))
     router.include_router(console_airlock.router(console, gov))
     onboarding = Onboarding(settings, Registry(ledger), app.state.verifier.directory)
     router.include_router(console_orgs.router(console, onboarding))

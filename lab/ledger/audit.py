@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from lab.errors import ConfigError
@@ -32,12 +32,53 @@ def select_records(
     limit: int | None = None,
     newest_first: bool = False,
     after_seq: int | None = None,
+    before_seq: int | None = None,
+    offset: int = 0,
 ) -> list[AuditRecord]:
     """Audit records matching every given filter; ``since`` inclusive, ``until`` exclusive."""
     c = audit.c
-    query = select(audit)
+    query = _where(select(audit), organisation, actor, dataset, kind, since, until, after_seq, before_seq)
+    query = query.order_by(c.seq.desc() if newest_first else c.seq)
+    if limit is not None:
+        query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
+    return [AuditRecord.from_row(row) for row in conn.execute(query).mappings()]
+
+
+def count_records(
+    conn: Connection,
+    *,
+    organisation: str | None = None,
+    actor: str | None = None,
+    dataset: str | None = None,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    """How many audit records match (the filters of :func:`select_records`)."""
+    query = _where(
+        select(func.count()).select_from(audit), organisation, actor, dataset, kind, since, until, None, None
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def _where(
+    query: Any,
+    organisation: Any,
+    actor: Any,
+    dataset: Any,
+    kind: Any,
+    since: Any,
+    until: Any,
+    after_seq: int | None,
+    before_seq: int | None,
+) -> Any:
+    c = audit.c
     if after_seq is not None:
         query = query.where(c.seq > after_seq)
+    if before_seq is not None:
+        query = query.where(c.seq < before_seq)
     filters = ((c.organisation, organisation), (c.actor, actor), (c.dataset, dataset), (c.kind, kind))
     for column, value in filters:
         if value is not None:
@@ -46,10 +87,7 @@ def select_records(
         query = query.where(c.at >= since)
     if until is not None:
         query = query.where(c.at < until)
-    query = query.order_by(c.seq.desc() if newest_first else c.seq)
-    if limit is not None:
-        query = query.limit(limit)
-    return [AuditRecord.from_row(row) for row in conn.execute(query).mappings()]
+    return query
 
 
 def summarise(records: Iterable[AuditRecord]) -> dict[str, Any]:

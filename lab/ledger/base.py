@@ -206,6 +206,8 @@ class LedgerCore:
         limit: int | None = None,
         newest_first: bool = False,
         after_seq: int | None = None,
+        before_seq: int | None = None,
+        offset: int = 0,
     ) -> list[AuditRecord]:
         """Search the audit log; every filter is optional, ``until`` is exclusive."""
         with read_tx(self._engine) as conn:
@@ -220,7 +222,14 @@ class LedgerCore:
                 limit=limit,
                 newest_first=newest_first,
                 after_seq=after_seq,
+                before_seq=before_seq,
+                offset=offset,
             )
+
+    def count_records(self, **filters: Any) -> int:
+        """How many records a search with these filters (those of ``records``) finds."""
+        with read_tx(self._engine) as conn:
+            return audit_q.count_records(conn, **filters)
 
     def verify(self) -> VerifyResult:
         """Check the whole chain, the head row and the anchor; name the first broken record."""

@@ -9,7 +9,7 @@ analyst                apply for a dataset; see the organisation's applications,
 operator               decide applications (never their own), list and revoke grants,
                        see the catalogue with policies; check exports (the same module)
 auditor                search the audit log, verify it, budget spent over time, flags of
-                       suspicious patterns, audit packages
+                       suspicious patterns, audit packages (:mod:`lab.services.audit_trail`)
 =====================  =================================================================
 
 After a change of access (approval, revocation) the MinIO policies are provisioned at
@@ -20,10 +20,10 @@ organisation's extract in the background (``build`` is called with the grant).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime
 from typing import Any
 
-from lab import access, auditpkg, riskreports, suspicious, validate
+from lab import access, riskreports, suspicious, validate
 from lab.airlock import Airlock
 from lab.errors import AccessDenied, ConfigError, LabError, NotFound
 from lab.gateway.auth import Caller
@@ -33,6 +33,7 @@ from lab.policy import Policy
 from lab.registry import listing, organisations
 from lab.registry.datasets import current, raw_store
 from lab.services.airlock import AirlockDesk
+from lab.services.audit_trail import AuditTrail
 from lab.settings import Settings
 
 Build = Callable[[Grant, str], None]
@@ -82,7 +83,7 @@ def _search(value: Any) -> str | None:
     return validate.optional(lambda v, n: validate.text(v, n, limit=200, lines=False), value, "q")
 
 
-class Governance(AirlockDesk):
+class Governance(AuditTrail, AirlockDesk):
     """Applications, grants, exports and the audit trail, by role."""
 
     def __init__(
@@ -116,6 +117,7 @@ class Governance(AirlockDesk):
             "status": grant.status(now),
             "created_at": grant.created_at.isoformat(),
             "expires_at": grant.expires_at.isoformat(),
+            "term_days": round((grant.expires_at - grant.created_at).total_seconds() / 86400, 2),
             "approved_by": grant.approved_by,
             "revoked_at": grant.revoked_at.isoformat() if grant.revoked_at else None,
             "revoke_reason": grant.revoke_reason,
@@ -161,25 +163,54 @@ class Governance(AirlockDesk):
         )
         return app.as_dict()
 
-    def applications(self, caller: Caller, state: str | None = None) -> list[dict[str, Any]]:
-        """Operators see every application; analysts their organisation's."""
+    def applications(
+        self, caller: Caller, state: str | None = None, *, outlook: bool = True
+    ) -> list[dict[str, Any]]:
+        """Operators see every application (``outlook``: with :meth:`outlook` for pending ones);
+        analysts their organisation's."""
         if "operator" in caller.roles:
-            return [
-                self._with_outlook(a.as_dict()) for a in self.ledger.list_applications(state=_state(state))
-            ]
+            found = [a.as_dict() for a in self.ledger.list_applications(state=_state(state))]
+            return [self.outlook(a) for a in found] if outlook else found
         caller.require("analyst")
         if not caller.org:
             return []
-        found = self.ledger.list_applications(organisation=caller.org, state=_state(state))
-        return [a.as_dict() for a in found]
+        theirs = self.ledger.list_applications(organisation=caller.org, state=_state(state))
+        return [a.as_dict() for a in theirs]
 
-    def _with_outlook(self, app: dict[str, Any]) -> dict[str, Any]:
+    def outlook(self, app: dict[str, Any]) -> dict[str, Any]:
         """A pending application with what approving it would bring its organisation's total to."""
         if app["state"] == "pending":
             app["organisation_budget"] = self.ledger.budget_outlook(
                 app["organisation"], app["dataset"], app["epsilon"], app["delta"]
             )
             app["risk"] = self.risk_outlook(app["organisation"], app["dataset"], app["purpose"], app["modes"])
+        return app
+
+    def application(self, caller: Caller, application_id: Any) -> dict[str, Any]:
+        """One application for the operator's detail page: what was asked and (once approved)
+        what was granted, the organisation's cumulative budget on the dataset across its grants
+        (spent and limits, and the total the dataset caps, if any), and the extract's risk."""
+        caller.require("operator")
+        app = self.outlook(self.ledger.get_application(_int(application_id, "application id")).as_dict())
+        now = self.ledger.now()
+        theirs = self.ledger.list_grants(organisation=app["organisation"], dataset=app["dataset"])
+        views = [self.grant_view(g, now) for g in reversed(theirs)]
+        app["granted"] = next((v for v in views if v["id"] == app.get("grant_id")), None)
+        active = [v for v in views if v["status"] == "active"]
+        app["cumulative"] = {
+            "grants": views,
+            "active": len(active),
+            "epsilon_limit": sum(v["budget"]["epsilon"] for v in active),
+            "epsilon_spent": sum(v["budget"]["epsilon_spent"] for v in views),
+            "epsilon_spent_active": sum(v["budget"]["epsilon_spent"] for v in active),
+            "total": self.ledger.organisation_spending(app["organisation"], app["dataset"]),
+        }
+        if "risk" not in app and "masked" in app["modes"]:  # decided: the latest published extract
+            try:
+                published = riskreports.latest(self.settings, app["organisation"], app["dataset"])
+            except LabError as exc:
+                published = {"error": exc.message}
+            app["risk"] = {"preview": None, "published": published}
         return app
 
     def risk_outlook(
@@ -257,6 +288,16 @@ class Governance(AirlockDesk):
             found = self.ledger.list_grants(organisation=caller.org, active=active) if caller.org else []
         return [self.grant_view(g, now) for g in reversed(found)]
 
+    def grant(self, caller: Caller, grant_id: Any) -> dict[str, Any]:
+        """One grant as the operator's lists show it."""
+        caller.require("operator")
+        return self.grant_view(self.ledger.get_grant(_int(grant_id, "grant id")), self.ledger.now())
+
+    def application_of(self, caller: Caller, application_id: Any) -> dict[str, Any]:
+        """One application's record (no outlook): what the confirmation of a rejection names."""
+        caller.require("operator")
+        return self.ledger.get_application(_int(application_id, "application id")).as_dict()
+
     def revoke(self, caller: Caller, grant_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
         caller.require("operator")
         reason = check_reason(_text(body, "reason"))
@@ -282,56 +323,6 @@ class Governance(AirlockDesk):
     def catalogue_entry(self, caller: Caller, name: Any) -> dict[str, Any]:
         dataset = validate.name(name, "dataset")
         return listing.find(self.catalogue(caller), dataset)
-
-    # --- audit ------------------------------------------------------------------------
-
-    def search(self, caller: Caller, filters: Mapping[str, Any], limit: int = 200) -> list[dict[str, Any]]:
-        caller.require("auditor")
-        checks = {
-            "organisation": validate.name,
-            "actor": validate.username,
-            "dataset": validate.name,
-            "kind": validate.name,
-            "since": validate.moment,
-            "until": validate.moment,
-        }
-        unknown = {k for k, v in filters.items() if v not in (None, "")} - set(checks)
-        if unknown:
-            raise ConfigError(
-                f"unknown filter(s): {', '.join(sorted(validate.column(k, 'filter') for k in unknown))}; "
-                f"use {', '.join(checks)} / 未知的筛选条件",
-                reason="invalid-value",
-            )
-        kept = {k: validate.optional(checks[k], v, k) for k, v in filters.items()}
-        kept = {k: v for k, v in kept.items() if v is not None}
-        validate.span(kept.get("since"), kept.get("until"))
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            limit = validate.ident(limit, "limit")
-        records = self.ledger.records(**kept, newest_first=True, limit=max(1, min(limit, 5000)))
-        return [r.as_dict() for r in records]
-
-    def verify(self, caller: Caller) -> dict[str, Any]:
-        caller.require("auditor")
-        return self.ledger.verify().as_dict()
-
-    def spending(self, caller: Caller, period: str = "day", zone: tzinfo = UTC) -> list[dict[str, Any]]:
-        """ε spent per period; periods are days or hours of ``zone`` (the console's: the lab's)."""
-        caller.require("auditor")
-        period = validate.choice(period, "period", ("hour", "day", "month"))
-        return [vars(p) for p in self.ledger.spending(period=period, zone=zone)]
-
-    def flags(self, caller: Caller, days: float = 30) -> list[dict[str, Any]]:
-        caller.require("auditor")
-        span = validate.number(days, "days", low=0.0, high=36500.0)
-        since = self.ledger.now() - timedelta(days=30.0 if span is None else span)
-        records = self.ledger.records(kind="dp-query", since=since)
-        found = suspicious.flags(records, self.ledger.list_grants(), profiles=self.profiles)
-        return [f.as_dict() for f in found]
-
-    def package(self, caller: Caller, since: datetime | None, until: datetime | None) -> dict[str, Any]:
-        caller.require("auditor")
-        start, end = validate.span(validate.moment(since, "since"), validate.moment(until, "until"))
-        return auditpkg.package(self.ledger, start, end)
 
     # --- events from outside ----------------------------------------------------------
 

@@ -143,3 +143,20 @@ def hub_api(page: Page, method: str, path: str) -> dict[str, Any]:
     if "/hub/" not in page.url or urlsplit(page.url).path.startswith("/user/"):
         page.goto(f"{hub_origin(page.url)}/hub/home")
     return dict(page.evaluate(_HUB_API, [method, path]))
+
+
+class Screenshots:
+    """Numbered screenshots of one test: ``test-artifacts/screenshots/<test>/NN-<step>.png``."""
+
+    def __init__(self, test: str) -> None:
+        from pathlib import Path
+
+        self.folder = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots" / test
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for old in self.folder.glob("*.png"):
+            old.unlink()
+        self.count = 0
+
+    def __call__(self, page: Page, step: str, *, full: bool = True) -> None:
+        self.count += 1
+        page.screenshot(path=str(self.folder / f"{self.count:02d}-{step}.png"), full_page=full)

@@ -178,6 +178,8 @@ def test_approve_revoke_and_audit_in_the_consoles(
     pending.locator("input[name=epsilon]").fill("0.5")
     pending.locator("button[value=approve]").click()
     operator.wait_for_selector("#flash")
+    assert f"已批准申请 #{app_id}" in operator.inner_text("#flash")
+    operator.goto(f"{base}/operator/grants?organisation={ORG}&dataset={DATASET}")
     grant_row = operator.locator("#grants tr[data-status=active]", has_text=DATASET).first
     grant_id = int(grant_row.locator("td").first.inner_text())
     with open_ledger(lab_stack) as book:
@@ -211,11 +213,16 @@ def test_approve_revoke_and_audit_in_the_consoles(
     assert granted["groups"] >= 5 and granted["extract_rows"] > 100
 
     # ...until the operator revokes; then both fail within 60 s, in the same kernel.
-    operator.goto(f"{base}/operator")
+    operator.goto(f"{base}/operator/grants?organisation={ORG}&dataset={DATASET}")
     form = operator.locator(f"#grant-{grant_id} form.revoke")
     form.locator("input[name=reason]").fill("浏览器测试：撤销 / test revocation")
-    revoked_at = time.time()
     form.locator("button").click()
+    operator.wait_for_selector("#confirm-box")  # revoking asks first
+    revoked_at = time.time()
+    operator.click("#confirm-button")
+    operator.wait_for_selector("#flash")
+    assert f"已撤销授权 #{grant_id}" in operator.inner_text("#flash")
+    operator.goto(f"{base}/operator/grants?state=ended&q=%23{grant_id}")
     operator.wait_for_selector(f"#grant-{grant_id}[data-status=revoked]")
     result = job_result(notebook)
     gateway_s = result["gateway_failed"] - revoked_at

@@ -265,7 +265,7 @@ def test_in_the_consoles_the_operator_finds_the_register_and_the_analyst_applies
     try:
         operator = operator_context.new_page()
         console_login(operator, lab_stack, OPERATOR, "operator")
-        operator.goto(f"{base}/operator?q={onboarded['tag']}#catalogue")
+        operator.goto(f"{base}/operator/datasets?q={onboarded['tag']}")
         rows = operator.locator("#catalogue tr[data-dataset]")
         assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.dataset)")) == sorted(
             [registers["csv"], registers["pg"]]
@@ -404,7 +404,7 @@ def test_the_operator_imports_a_csv_and_a_postgresql_table_in_the_console(
         page.wait_for_selector("#flash")
         assert "已导入并发布" in page.locator("#flash").inner_text(), page.locator("#flash").inner_text()
 
-        page.goto(f"{base}/operator?q={upload_name}#catalogue")
+        page.goto(f"{base}/operator/datasets?q={upload_name}")
         assert page.locator(f"#dataset-{upload_name}").count() == 1
     finally:
         context.close()

@@ -46,9 +46,17 @@ REQUESTS = int(os.environ.get("DATALAB_FUZZ_REQUESTS", "5000"))
 USERS = {"analyst": "li.na", "operator": "op.wang", "auditor": "audit.zhao"}
 ROLES = (*USERS, "none")
 PREFIX = "/services/gateway"
-# Query parameters the console reads without declaring them (the auditor page's filters).
+# Query parameters the console reads without declaring them (filters, search, pages).
+PAGING = ["page", "size"]
+AUDIT_FILTERS = ["organisation", "actor", "dataset", "kind", "since", "until"]
+SECTION = [*PAGING, "state", "organisation", "dataset", "q"]
 EXTRA_QUERY = {
-    f"{PREFIX}/console/auditor": ["organisation", "actor", "dataset", "kind", "since", "until"],
+    f"{PREFIX}/console/auditor": [*AUDIT_FILTERS, *PAGING, "period"],
+    f"{PREFIX}/console/auditor/records.csv": AUDIT_FILTERS,
+    f"{PREFIX}/console/operator": SECTION,
+    f"{PREFIX}/console/operator/grants": SECTION,
+    f"{PREFIX}/console/operator/organisations": [*PAGING, "state", "q"],
+    f"{PREFIX}/console/operator/datasets": [*PAGING, "q", "organisation", "mode"],
 }
 FIELDS = [
     "dataset",
@@ -72,6 +80,10 @@ FIELDS = [
     "filters",
     "alpha",
     "csrf",
+    "confirm",
+    "back",
+    "item",
+    "modes_field",
 ]
 
 nasty_text = st.one_of(
@@ -113,6 +125,13 @@ nasty_text = st.one_of(
             "inf",
             "-1e309",
             "99999999999999999999999",
+            "-1",
+            str(10**30),
+            "1e3",
+            "２",
+            "detail",
+            "ended",
+            "all",
         ]
     ),
 )
