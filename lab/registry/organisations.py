@@ -473,8 +473,9 @@ class Statuses:
     directory, the hub's login): a suspension reaches them within ``ttl``. If the database
     cannot be read, the last answer is kept for one more ``ttl`` and then nobody is active
     (fail closed). A name it does not know yet (an organisation added a moment ago) makes
-    :meth:`active_among` read again, at most every ``MISS_SECONDS``: adding is seen at once,
-    and a suspension is never seen later than ``ttl``.
+    :meth:`active_among` read again at once, and the same unknown name at most every
+    ``MISS_SECONDS`` (a Keycloak group that is no organisation): adding is seen at once,
+    however recently another request read, and a suspension never later than ``ttl``.
     """
 
     MISS_SECONDS = 2.0
@@ -487,6 +488,7 @@ class Statuses:
         self._lock = threading.Lock()
         self._at = -math.inf
         self._value: dict[str, str] = {}
+        self._missed: dict[str, float] = {}  # unknown names, when they were last looked up
 
     def current(self, within: float | None = None) -> dict[str, str]:
         """The statuses, read again if older than ``within`` (default ``ttl``) seconds."""
@@ -515,8 +517,13 @@ class Statuses:
         """Which of ``names`` (a person's Keycloak groups) are active organisations."""
         names = set(names)
         value = self.current()
-        if names - value.keys():
-            value = self.current(within=min(self.ttl, self.MISS_SECONDS))
+        now = time.monotonic()
+        if any(now - self._missed.get(n, -math.inf) >= self.MISS_SECONDS for n in names - value.keys()):
+            value = self.current(within=0.0)
+            if len(self._missed) > 10_000:  # bounded: Keycloak's groups, not a request's words
+                self._missed.clear()
+            for name in names - value.keys():
+                self._missed[name] = now
         return frozenset(org for org in names if value.get(org) == ACTIVE)
 
     def known(self) -> frozenset[str]:

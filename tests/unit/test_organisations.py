@@ -209,9 +209,11 @@ def test_an_organisation_added_a_moment_ago_is_active_at_once_a_suspension_withi
     statuses = Statuses(load_settings({}), ttl=3600.0, read=read)
     assert statuses.active_among({"a-org"}) == {"a-org"} and len(reads) == 1
     answers[0] = {"a-org": "active", "new-org": "active"}
-    statuses._at -= Statuses.MISS_SECONDS  # the last read is older than MISS_SECONDS
+    # Added right after another request read (the full suite failed on this: an organisation
+    # made within 2 s of the previous one was unknown, so its analyst had no grant).
     assert statuses.active_among({"new-org", "a-org"}) == {"a-org", "new-org"} and len(reads) == 2
-    assert statuses.active_among({"unheard-of"}) == frozenset() and len(reads) == 2  # at most every 2 s
+    assert statuses.active_among({"unheard-of"}) == frozenset() and len(reads) == 3  # looked up once ...
+    assert statuses.active_among({"unheard-of"}) == frozenset() and len(reads) == 3  # ... then every 2 s
     answers[0] = {"a-org": "suspended", "new-org": "active"}
     assert statuses.active_among({"a-org"}) == {"a-org"}  # a known name waits for the ttl ...
     statuses._at -= 3600.0
