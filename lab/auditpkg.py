@@ -156,7 +156,7 @@ def seal(
     if not verification.ok:
         raise ConfigError(
             f"the audit log does not verify ({verification.message}); it is not sealed until the breach "
-            "is reviewed",
+            "is reviewed / 审计日志校验失败，在审查之前不予归档",
             reason="audit-broken",
         )
     client = storage.root_client(settings)

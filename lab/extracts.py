@@ -47,6 +47,7 @@ from lab.settings import Settings
 from lab.store import layout
 from lab.store.layout import MASKED_DATA as DATA
 from lab.store.layout import RISK_REPORT as RISK
+from lab.validate import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,11 @@ def build(settings: Settings, dataset: str, org: str, *, actor: str, grant: Gran
     policy = policies.get(dataset)
     client = storage.root_client(settings)
     if policy is None:
-        known = ", ".join(sorted(policies))
+        known, (en, zh) = ", ".join(sorted(policies)), did_you_mean(dataset, policies)
         raise NotFound(
-            f"unknown dataset {dataset!r}: it has no policy (known: {known}); add {dataset}.yaml to "
-            f"the policy directory or import and accept it. / 未知数据集 {dataset}：没有策略。",
+            f"unknown dataset {dataset!r}: it has no policy;{en} known: {known}; add {dataset}.yaml to "
+            f"the policy directory or import and accept it. / 未知数据集 {dataset}：没有策略，{zh}"
+            "请改正名称或先导入并采纳该数据集。",
             reason="no-such-dataset",
         )
     meta = registers.require_raw(client, dataset)  # no published data yet
@@ -251,7 +253,9 @@ def build_dp(
     """
     organisation(settings, org, active=True)
     if kind not in dpextract.KINDS:
-        raise ConfigError(f"Unknown extract kind {kind!r}; choose masked, {', '.join(dpextract.KINDS)}.")
+        raise ConfigError(
+            f"Unknown extract kind {kind!r}; choose masked, {', '.join(dpextract.KINDS)}. / 未知的提取类型"
+        )
     policies = registry_policies(settings)
     tables = RawTables(settings, policies)
     table = tables.table(dataset)  # unknown dataset or not generated yet
@@ -315,7 +319,7 @@ def trace_file(settings: Settings, path: str | Path) -> TraceResult:
     """Name the organisation whose extract ``path`` (or a sample of its rows) came from."""
     file = Path(path)
     if not file.is_file():
-        raise NotFound(f"No such file: {file}")
+        raise NotFound(f"No such file: {file}; give the path of the leaked file / 文件不存在：{file}")
     with ledger(settings) as book:
         builds = [
             Fingerprint.from_dict(r.details["fingerprint"])

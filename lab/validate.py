@@ -26,6 +26,7 @@ value: :func:`fingerprint` gives what may be recorded about it (its length and S
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import re
@@ -69,6 +70,18 @@ class InvalidInput(ConfigError):
         )
         self.field = field
         self.fingerprint = fingerprint(value)
+
+
+def did_you_mean(name: Any, known: Any) -> tuple[str, str]:
+    """``(" did you mean 'X'?", "您是不是要找 X？")`` for the closest of ``known`` (difflib), else
+    ``("", "")``: the English and Chinese halves go into their halves of a message.
+
+    Only for names the caller already checked (``name`` / ``column``), so nothing raw is echoed.
+    """
+    if not isinstance(name, str):
+        return "", ""
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
+    return (f" did you mean {close[0]!r}?", f"您是不是要找 {close[0]}？") if close else ("", "")
 
 
 def fingerprint(value: Any) -> dict[str, Any]:

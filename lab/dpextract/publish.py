@@ -78,7 +78,10 @@ def plan_extract(kind: str, spec: Any, table: TableLike, policy: Policy) -> Plan
         return plan_tables(spec, table, policy)
     if kind == "dp-synthetic":
         return plan_synthetic(spec, table, policy)
-    raise ConfigError(f"unknown DP extract kind {kind!r}; use one of {', '.join(KINDS)}", reason="dpx-kind")
+    raise ConfigError(
+        f"unknown DP extract kind {kind!r}; use one of {', '.join(KINDS)} / 未知的差分隐私提取类型",
+        reason="dpx-kind",
+    )
 
 
 def write_parquet(frame: pl.DataFrame, path: Path, metadata: Mapping[str, str]) -> None:

@@ -152,16 +152,24 @@ def _text(value: Any, name: str) -> str:
             f"an application needs a non-empty {name} / 申请需要填写{name}", reason="invalid-value"
         )
     if len(value) > MAX_TEXT:
-        raise ConfigError(f"the {name} is longer than {MAX_TEXT} characters", reason="invalid-value")
+        raise ConfigError(
+            f"the {name} is longer than {MAX_TEXT} characters; shorten it "
+            f"/ {name} 超过 {MAX_TEXT} 个字符，请缩短",
+            reason="invalid-value",
+        )
     return value.strip()
 
 
 def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a number, got {value!r}", reason="invalid-value")
+        raise ConfigError(
+            f"{name} must be a number, got {value!r} / {name} 必须是数字", reason="invalid-value"
+        )
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(
-            f"{name} must be {'≥' if allow_zero else '>'} 0, got {value!r}", reason="invalid-value"
+            f"{name} must be {'≥' if allow_zero else '>'} 0, got {value!r} "
+            f"/ {name} 必须{'大于或等于' if allow_zero else '大于'} 0",
+            reason="invalid-value",
         )
     return float(value)
 
@@ -169,9 +177,13 @@ def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
 def _term(value: Any) -> float:
     days = _positive(value, "term_days")
     if days > MAX_TERM_DAYS:
-        raise ConfigError(f"a term is at most {MAX_TERM_DAYS} days, got {days:g}", reason="invalid-value")
+        raise ConfigError(
+            f"a term is at most {MAX_TERM_DAYS} days, got {days:g}; ask for a shorter term "
+            f"/ 期限最长 {MAX_TERM_DAYS} 天，请缩短期限",
+            reason="invalid-value",
+        )
     if days * 86400 < 1:
-        raise ConfigError("a term must be at least one second", reason="invalid-value")
+        raise ConfigError("a term must be at least one second / 期限至少为一秒", reason="invalid-value")
     return days
 
 
@@ -183,7 +195,7 @@ def check_request(
     eps = _positive(epsilon, "epsilon", allow_zero="dp" not in chosen)
     dlt = _positive(delta, "delta", allow_zero=True)
     if dlt >= 1:
-        raise ConfigError(f"delta must be below 1, got {dlt!r}", reason="invalid-value")
+        raise ConfigError(f"delta must be below 1, got {dlt!r} / δ 必须小于 1", reason="invalid-value")
     return _text(purpose, "purpose"), chosen, eps, dlt, _term(term_days)
 
 
@@ -257,7 +269,7 @@ def approved_terms(
     if extra:
         raise ConfigError(
             f"application {application.id} asked for {', '.join(application.modes)}; "
-            f"an approval cannot add {', '.join(extra)}",
+            f"an approval cannot add {', '.join(extra)} / 批准不能增加申请中没有的发布方式",
             reason="exceeds-request",
         )
     values = {"epsilon": epsilon, "delta": delta, "term_days": term_days}
@@ -276,7 +288,10 @@ def approved_terms(
             )
         granted[name] = number
     if "dp" in chosen and granted["epsilon"] <= 0:
-        raise ConfigError("a grant with the dp mode needs an epsilon budget above 0", reason="invalid-value")
+        raise ConfigError(
+            "a grant with the dp mode needs an epsilon budget above 0 / 含 dp 方式的授权需要大于 0 的 ε 预算",
+            reason="invalid-value",
+        )
     return Terms(chosen, granted["epsilon"], granted["delta"], granted["term_days"])
 
 
@@ -285,7 +300,11 @@ def check_reason(reason: Any) -> str:
     if not isinstance(reason, str) or not reason.strip():
         raise ConfigError("give a reason / 请填写理由", reason="invalid-value")
     if len(reason) > MAX_TEXT:
-        raise ConfigError(f"the reason is longer than {MAX_TEXT} characters", reason="invalid-value")
+        raise ConfigError(
+            f"the reason is longer than {MAX_TEXT} characters; shorten it "
+            f"/ 理由超过 {MAX_TEXT} 个字符，请缩短",
+            reason="invalid-value",
+        )
     return reason.strip()
 
 
@@ -327,7 +346,12 @@ def get_application(conn: Connection, application_id: int, *, lock: bool = False
         query = query.with_for_update()
     row = conn.execute(query).mappings().first()
     if row is None:
-        raise NotFound(f"there is no application {application_id} / 申请不存在", reason="no-such-application")
+        raise NotFound(
+            f"there is no application {application_id}; see the applications in the operator console or "
+            f"with datalab application list / 没有编号为 {application_id} 的申请，请在运营控制台或用 "
+            "datalab application list 查看",
+            reason="no-such-application",
+        )
     return Application.from_row(row)
 
 

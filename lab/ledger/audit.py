@@ -97,7 +97,9 @@ def select_spending(
     """
     if period not in PERIODS:
         raise ConfigError(
-            f"period must be one of {', '.join(PERIODS)}, got {period!r}", reason="invalid-value"
+            f"period must be one of {', '.join(PERIODS)}, got {period!r} "
+            f"/ 周期必须是 {', '.join(PERIODS)} 之一",
+            reason="invalid-value",
         )
     r, g = reservations.c, grants.c
     query = (

@@ -92,7 +92,10 @@ class LedgerCore:
     def _now(self) -> datetime:
         now = self._clock()
         if now.tzinfo is None:
-            raise ConfigError("the ledger's clock must return timezone-aware times", reason="invalid-value")
+            raise ConfigError(
+                "the ledger's clock must return timezone-aware times / 账本时钟必须带时区",
+                reason="invalid-value",
+            )
         return now
 
     @contextmanager
@@ -188,7 +191,11 @@ class LedgerCore:
         Refused unless the chain itself verifies. Leaves an audit record saying so.
         """
         if self._anchor is None:
-            raise ConfigError("this ledger has no anchor file configured", reason="ledger-anchor")
+            raise ConfigError(
+                "this ledger has no anchor file configured; set DATALAB_HOME to the lab's state directory "
+                "/ 该账本未配置锚点文件，请将 DATALAB_HOME 设为实验室的状态目录",
+                reason="ledger-anchor",
+            )
         with read_tx(self._engine) as conn:
             result = walk_chain(conn, None, anchored=False)
         if not result.ok:

@@ -99,7 +99,8 @@ def check_affordable(conn: Connection, grant: Grant, eps_units: int, delta_units
         f"it needs ε={show_units(eps_units, EPS_SCALE)}, δ={show_units(delta_units, DELTA_SCALE)}; "
         f"remaining {remaining} "
         f"of ε={show_units(eps_budget, EPS_SCALE)}, δ={show_units(delta_budget, DELTA_SCALE)}{outstanding}. "
-        "Ask for less accuracy (a smaller ε) or for more budget",
+        "Ask for less accuracy (a smaller ε) or for more budget "
+        f"/ 授权 {grant.id} 的隐私预算不足以支付此请求：请降低精度（更小的 ε）或申请更多预算",
         reason="budget-exhausted",
     )
 
@@ -144,7 +145,10 @@ def get_reservation(conn: Connection, reservation_id: int, *, lock: bool = False
         query = query.with_for_update(of=reservations)
     row = conn.execute(query).mappings().first()
     if row is None:
-        raise NotFound(f"there is no budget reservation {reservation_id}", reason="no-such-reservation")
+        raise NotFound(
+            f"there is no budget reservation {reservation_id} / 没有编号为 {reservation_id} 的预算预留",
+            reason="no-such-reservation",
+        )
     return Reservation.from_row(row)
 
 
@@ -165,7 +169,7 @@ def lock_for_settlement(conn: Connection, reservation_id: int, *, state: str) ->
         return current, False
     raise LabError(
         f"budget reservation {reservation_id} was already settled as {current.state} "
-        f"({current.outcome}); it cannot become {state}",
+        f"({current.outcome}); it cannot become {state} / 预算预留 {reservation_id} 已结算，不能更改",
         reason="already-settled",
     )
 

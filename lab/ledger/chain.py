@@ -88,12 +88,16 @@ def check_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
     if details is None:
         return {}
     if not isinstance(details, Mapping):
-        raise ConfigError("audit details must be a JSON object", reason="invalid-value")
+        raise ConfigError(
+            "audit details must be a JSON object / 审计详情必须是 JSON 对象", reason="invalid-value"
+        )
     _check_keys(details)
     try:
         return json.loads(canonical_json(dict(details)))
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"audit details must be plain JSON: {exc}", reason="invalid-value") from None
+        raise ConfigError(
+            f"audit details must be plain JSON: {exc} / 审计详情必须是普通 JSON", reason="invalid-value"
+        ) from None
 
 
 def _check_keys(value: Any) -> None:
@@ -101,7 +105,8 @@ def _check_keys(value: Any) -> None:
         for key, item in value.items():
             if not isinstance(key, str) or _FORBIDDEN_KEY_RE.search(key):
                 raise ConfigError(
-                    f"audit details may not carry {key!r}: record a digest or metadata instead",
+                    f"audit details may not carry {key!r}: record a digest or metadata instead "
+                    "/ 审计详情不得包含此字段，请改为记录摘要或元数据",
                     reason="invalid-value",
                 )
             _check_keys(item)
@@ -114,7 +119,8 @@ def check_kind(kind: str) -> str:
     """Kinds are lowercase words joined by hyphens (``dp-query``, ``extract-build``)."""
     if not isinstance(kind, str) or not _KIND_RE.match(kind):
         raise ConfigError(
-            f"audit kind {kind!r} is not valid: use lowercase words and hyphens, e.g. 'dp-query'",
+            f"audit kind {kind!r} is not valid: use lowercase words and hyphens, e.g. 'dp-query' "
+            "/ 审计类型无效，请使用以连字符连接的小写单词",
             reason="invalid-value",
         )
     return kind
@@ -132,7 +138,7 @@ def append_record(
 ) -> AuditRecord:
     """Append one record inside the caller's write transaction and return it."""
     if not actor:
-        raise ConfigError("an audit record needs an actor", reason="invalid-value")
+        raise ConfigError("an audit record needs an actor / 审计记录需要操作者", reason="invalid-value")
     fields: dict[str, Any] = {
         "at": at,
         "actor": actor,
@@ -272,7 +278,8 @@ class FileAnchor:
             return None
         except (ValueError, KeyError, TypeError):
             raise ConfigError(
-                f"the audit anchor file {self.path} is corrupt; restore it from a copy",
+                f"the audit anchor file {self.path} is corrupt; restore it from a copy "
+                f"/ 审计锚点文件 {self.path} 已损坏，请从备份恢复",
                 reason="ledger-anchor",
             ) from None
 

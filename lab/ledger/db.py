@@ -72,7 +72,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ConfigError("timestamps must carry a time zone", reason="invalid-value")
+            raise ConfigError("timestamps must carry a time zone / 时间必须带时区", reason="invalid-value")
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
@@ -199,7 +199,8 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
         parsed = make_url(url)
     except Exception as exc:  # SQLAlchemy raises several types here
         raise ConfigError(
-            "the ledger database URL is not valid; use sqlite:///PATH or postgresql+psycopg://…",
+            "the ledger database URL is not valid; use sqlite:///PATH or postgresql+psycopg://… "
+            "/ 账本数据库地址无效",
             detail=f"cannot parse ledger URL: {type(exc).__name__}",
             reason="ledger-url",
         ) from None
@@ -208,7 +209,8 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
         if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
             raise ConfigError(
                 "the ledger needs an SQLite file, e.g. sqlite:////var/lib/datalab/ledger.db "
-                "(an in-memory database would be lost and is not shared between threads)",
+                "(an in-memory database would be lost and is not shared between threads) "
+                "/ 账本需要 SQLite 文件，不能使用内存数据库",
                 reason="ledger-url",
             )
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +218,7 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
     if backend == "postgresql":
         return create_engine(url, pool_pre_ping=True)
     raise ConfigError(
-        f"the ledger supports SQLite and PostgreSQL, not {backend!r}",
+        f"the ledger supports SQLite and PostgreSQL, not {backend!r} / 账本仅支持 SQLite 和 PostgreSQL",
         reason="ledger-url",
     )
 
@@ -280,7 +282,8 @@ def create_schema(engine: Engine) -> None:
         elif version != SCHEMA_VERSION:
             raise ConfigError(
                 f"the ledger database has schema version {version}, this code expects "
-                f"{SCHEMA_VERSION}; migrate the database or use a matching release",
+                f"{SCHEMA_VERSION}; migrate the database or use a matching release "
+                "/ 账本数据库版本与程序不符，请迁移数据库或使用匹配的版本",
                 reason="ledger-schema",
             )
         identity = conn.execute(
@@ -317,13 +320,18 @@ def lock_scope(conn: Connection, organisation: str, dataset: str) -> None:
 def to_units(value: float, scale: int, *, name: str, round_up: bool) -> int:
     """Convert an ε or δ amount to integer units (charges round up, budgets down)."""
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        raise ConfigError(f"{name} must be a number, got {type(value).__name__}", reason="invalid-value")
+        raise ConfigError(
+            f"{name} must be a number, got {type(value).__name__} / {name} 必须是数字", reason="invalid-value"
+        )
     if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be a finite number ≥ 0, got {value!r}", reason="invalid-value")
+        raise ConfigError(
+            f"{name} must be a finite number ≥ 0, got {value!r} / {name} 必须是大于或等于 0 的有限数",
+            reason="invalid-value",
+        )
     exact = Decimal(str(value)) * scale
     units = int(exact.to_integral_value(rounding=ROUND_CEILING if round_up else ROUND_FLOOR))
     if units >= 2**63:
-        raise ConfigError(f"{name} = {value!r} is too large", reason="invalid-value")
+        raise ConfigError(f"{name} = {value!r} is too large / {name} 过大", reason="invalid-value")
     return units
 
 

@@ -26,7 +26,7 @@ def show_time(at: datetime) -> str:
 
 def _require_text(value: str, name: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"a grant needs a non-empty {name}", reason="invalid-value")
+        raise ConfigError(f"a grant needs a non-empty {name} / 授权需要填写 {name}", reason="invalid-value")
     return value.strip()
 
 
@@ -38,7 +38,8 @@ def normalise_modes(modes: Iterable[str]) -> tuple[str, ...]:
     unknown = [m for m in chosen if m not in MODES]
     if not chosen or unknown:
         raise ConfigError(
-            f"release modes must be a non-empty subset of {', '.join(MODES)}; got {list(modes)!r}",
+            f"release modes must be a non-empty subset of {', '.join(MODES)}; got {list(modes)!r} "
+            f"/ 发布方式必须是 {', '.join(MODES)} 中的一个或多个",
             reason="invalid-value",
         )
     return chosen
@@ -59,15 +60,18 @@ def insert_grant(
 ) -> Grant:
     """Insert a grant after checking every field."""
     if expires_at.tzinfo is None:
-        raise ConfigError("the expiry must carry a time zone", reason="invalid-value")
+        raise ConfigError("the expiry must carry a time zone / 到期时间必须带时区", reason="invalid-value")
     if expires_at <= now:
         raise ConfigError(
-            f"the expiry {show_time(expires_at)} is not in the future; choose a later date",
+            f"the expiry {show_time(expires_at)} is not in the future; choose a later date "
+            "/ 到期时间不在未来，请选择更晚的日期",
             reason="invalid-value",
         )
     delta_units = to_units(delta, DELTA_SCALE, name="delta budget", round_up=False)
     if delta_units >= DELTA_SCALE:
-        raise ConfigError(f"the delta budget must be below 1, got {delta!r}", reason="invalid-value")
+        raise ConfigError(
+            f"the delta budget must be below 1, got {delta!r} / δ 预算必须小于 1", reason="invalid-value"
+        )
     values = {
         "organisation": _require_text(organisation, "organisation"),
         "dataset": _require_text(dataset, "dataset"),
@@ -90,7 +94,11 @@ def get_grant(conn: Connection, grant_id: int, *, lock: bool = False) -> Grant:
         query = query.with_for_update()
     row = conn.execute(query).mappings().first()
     if row is None:
-        raise NotFound(f"there is no grant {grant_id}", reason="no-such-grant")
+        raise NotFound(
+            f"there is no grant {grant_id}; see the grants in the operator console or with datalab grant "
+            f"list / 没有编号为 {grant_id} 的授权，请在运营控制台或用 datalab grant list 查看",
+            reason="no-such-grant",
+        )
     return Grant.from_row(row)
 
 
@@ -138,21 +146,24 @@ def ensure_active(grant: Grant, now: datetime, *, mode: str | None = None) -> Gr
         why = f": {grant.revoke_reason}" if grant.revoke_reason else ""
         raise AccessDenied(
             f"the grant of dataset {grant.dataset!r} to {grant.organisation!r} (grant {grant.id}) "
-            f"was revoked on {show_time(grant.revoked_at)}{why}; apply again for access",
+            f"was revoked on {show_time(grant.revoked_at)}{why}; apply again for access "
+            f"/ 授权 {grant.id} 已于 {show_time(grant.revoked_at)} 撤销，请重新申请",
             detail=f"grant {grant.id} revoked at {grant.revoked_at.isoformat()} by {grant.revoked_by}",
             reason="grant-revoked",
         )
     if now >= grant.expires_at:
         raise AccessDenied(
             f"the grant of dataset {grant.dataset!r} to {grant.organisation!r} (grant {grant.id}) "
-            f"expired on {show_time(grant.expires_at)}; ask an operator to renew it",
+            f"expired on {show_time(grant.expires_at)}; ask an operator to renew it "
+            f"/ 授权 {grant.id} 已于 {show_time(grant.expires_at)} 到期，请联系运营人员续期",
             detail=f"grant {grant.id} expired at {grant.expires_at.isoformat()}",
             reason="grant-expired",
         )
     if mode is not None and mode not in grant.modes:
         raise AccessDenied(
             f"grant {grant.id} allows {' and '.join(grant.modes)} release of dataset {grant.dataset!r}, "
-            f"not {mode}; apply for a grant that includes {mode}",
+            f"not {mode}; apply for a grant that includes {mode} / 授权 {grant.id} 不包含 {mode} 发布方式，"
+            "请申请包含该方式的授权",
             reason="mode-not-granted",
         )
     return grant
@@ -170,7 +181,8 @@ def find_active(
     if not candidates:
         raise AccessDenied(
             f"organisation {organisation!r} has no grant for dataset {dataset!r}; "
-            "apply for access and wait for an operator's approval",
+            "apply for access and wait for an operator's approval "
+            f"/ 机构 {organisation} 没有数据集 {dataset} 的授权，请申请并等待运营人员批准",
             reason="no-grant",
         )
     active = [g for g in candidates if g.status(now) == "active" and (mode is None or mode in g.modes)]

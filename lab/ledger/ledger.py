@@ -205,7 +205,9 @@ class Ledger(Workflow):
         eps_units = to_units(epsilon, EPS_SCALE, name="epsilon", round_up=True)
         delta_units = to_units(delta, DELTA_SCALE, name="delta", round_up=True)
         if eps_units == 0 and delta_units == 0:
-            raise ConfigError("a reservation must cost some ε or δ", reason="invalid-value")
+            raise ConfigError(
+                "a reservation must cost some ε or δ / 预留必须消耗一定的 ε 或 δ", reason="invalid-value"
+            )
         refusal: LabError | None = None
         reservation: Reservation | None = None
         with self._write() as tx:

@@ -138,8 +138,10 @@ class Governance:
         dataset = validate.name(body.get("dataset"), "dataset")
         policy = self.policies.get(dataset)
         if policy is None:
+            close = validate.did_you_mean(dataset, self.policies)
             raise NotFound(
-                f"unknown dataset {dataset!r}; known: {', '.join(sorted(self.policies))} / 未知数据集",
+                f"unknown dataset {dataset!r};{close[0]} known: {', '.join(sorted(self.policies))} "
+                f"/ 未知数据集 {dataset}，{close[1]}请从数据目录中选择",
                 reason="no-such-dataset",
             )
         purpose = _text(body, "purpose")

@@ -53,7 +53,9 @@ def _check_ports(component: Component, settings: Settings) -> None:
             raise PortInUse(
                 f"{component.title} cannot start: port {port} on {settings.host} is already in use "
                 f"by another program. Stop that program, or move {component.title} with "
-                f"{Ports.env_name(port_name)}=<free port> (e.g. in .env, then 'make up' again).",
+                f"{Ports.env_name(port_name)}=<free port> (e.g. in .env, then 'make up' again). "
+                f"/ 端口 {port} 已被其他程序占用：请停止该程序，"
+                f"或用 {Ports.env_name(port_name)} 改用空闲端口。",
             )
 
 
@@ -79,7 +81,8 @@ def _start(component: Component, spec: Launch, settings: Settings, ui: Progress)
         procs.stop(component.pid_file(settings))
         raise HealthCheckFailed(
             f"{component.title} did not become healthy at {component.health_url(settings)} "
-            f"within {component.start_timeout:.0f}s. Last lines of {log}:\n  " + "\n  ".join(lines),
+            f"within {component.start_timeout:.0f}s; see its log / {component.title} 未能在规定时间内启动，"
+            f"请查看日志 {log}:\n  " + "\n  ".join(lines),
         )
 
 
@@ -145,4 +148,7 @@ def log_file(settings: Settings, name: str) -> Path:
     try:
         return BY_NAME[name].log_file(settings)
     except KeyError:
-        raise NotFound(f"No component {name!r}; choose one of: {', '.join(BY_NAME)}.") from None
+        raise NotFound(
+            f"No component {name!r}; choose one of: {', '.join(BY_NAME)}. "
+            f"/ 没有组件 {name}，请从上述组件中选择。"
+        ) from None

@@ -37,7 +37,8 @@ def _run(argv: list[str], *, env: dict[str, str], what: str, log: Path, cwd: Pat
     if result.returncode != 0:
         last = log.read_text(errors="replace").strip().splitlines()[-8:]
         raise InstallFailed(
-            f"{what} failed (exit {result.returncode}); full log: {log}\n  " + "\n  ".join(last)
+            f"{what} failed (exit {result.returncode}); see the full log / 安装步骤失败，完整日志: {log}\n  "
+            + "\n  ".join(last)
         )
 
 

@@ -36,7 +36,10 @@ def apt_install(*packages: str) -> None:
     global _apt_updated
     command = f"apt-get update && apt-get install -y {' '.join(packages)}"
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise MissingTool(f"{', '.join(packages)} is not installed. Install it as root: {command}")
+        raise MissingTool(
+            f"{', '.join(packages)} is not installed. Install it as root "
+            f"/ 未安装，请以 root 身份安装: {command}"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     steps = [] if _apt_updated else [["apt-get", "update", "-q"]]
     steps.append(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages])
@@ -44,7 +47,7 @@ def apt_install(*packages: str) -> None:
         result = subprocess.run(step, capture_output=True, text=True, env=env)
         if result.returncode != 0:
             last = (result.stdout + result.stderr).strip().splitlines()[-5:]
-            raise InstallFailed(f"'{' '.join(step)}' failed:\n  " + "\n  ".join(last))
+            raise InstallFailed(f"'{' '.join(step)}' failed / 安装失败:\n  " + "\n  ".join(last))
     _apt_updated = True
 
 
@@ -72,7 +75,8 @@ def java_home(supported: tuple[int, ...]) -> tuple[Path, tuple[int, ...]]:
     raise MissingTool(
         f"Keycloak needs Java {wanted}; found {found}. "
         f"Install OpenJDK {supported[0]} (apt-get install openjdk-{supported[0]}-jre-headless) "
-        f"or set JAVA_HOME to a JDK {wanted}."
+        f"or set JAVA_HOME to a JDK {wanted}. / Keycloak 需要 Java {wanted}：请安装 OpenJDK "
+        f"{supported[0]} 或将 JAVA_HOME 设为相应的 JDK。"
     )
 
 
@@ -97,7 +101,10 @@ def require(program: str, minimum: tuple[int, ...], *, why: str, how: str) -> tu
     version = _version_of([path, *args], pattern) if path else None
     if path is None or version is None or version < minimum:
         found = f"{program} {_fmt(version)} at {path}" if path else f"no {program} on PATH"
-        raise MissingTool(f"{why} needs {program} {_fmt(minimum)} or newer; found {found}. {how}")
+        raise MissingTool(
+            f"{why} needs {program} {_fmt(minimum)} or newer; found {found}. {how} "
+            f"/ 需要 {program} {_fmt(minimum)} 或更新版本"
+        )
     return Path(path), version
 
 
@@ -108,5 +115,8 @@ def ensure_program(program: str, package: str) -> Path:
         apt_install(package)
         path = shutil.which(program)
     if path is None:
-        raise InstallFailed(f"installed {package} but '{program}' is still not on PATH")
+        raise InstallFailed(
+            f"installed {package} but '{program}' is still not on PATH "
+            f"/ 已安装 {package}，但 PATH 中仍找不到 {program}"
+        )
     return Path(path)

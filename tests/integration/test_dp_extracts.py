@@ -78,7 +78,7 @@ def _build(spec: Path, mode: str = "dp-table") -> subprocess.CompletedProcess[st
             mode,
             "--spec",
             str(spec),
-            "--actor",
+            "--as",
             "op.wang",
         ],
         capture_output=True,

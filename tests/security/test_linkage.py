@@ -200,7 +200,7 @@ def test_real_builds_of_two_organisations_do_not_align(
                 "population",
                 "--org",
                 org,
-                "--actor",
+                "--as",
                 "op.wang",
             ],
             capture_output=True,
