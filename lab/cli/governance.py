@@ -1,9 +1,10 @@
 """``datalab audit …``, ``application …``, ``grant …`` and ``budget …``: governance verbs.
 
 ``lab.cli.main.build_parser`` calls :func:`add_parsers`. These verbs run on the bureau's
-server, against the ledger and MinIO directly (no web login): ``--as`` names the
-operator who acts, which ``lab.cli.main`` checks in Keycloak before the verb runs (an enabled
-account with the operator role, never any name), and the same rules apply as in the console
+server, against the ledger and MinIO directly. The operator who acts is whoever logged in
+with ``datalab login`` (``lab.cli.login``: a verified Keycloak login, an enabled account with
+the operator role now; ``--as`` may only repeat that name), checked by ``lab.cli.main`` before
+the verb runs, and the same rules apply as in the console
 (nobody decides their own application; approvals and revocations re-provision MinIO at once).
 
 Exit codes: 0 done (``audit verify``: the log is intact), 1 the log is broken or an

@@ -12,6 +12,8 @@ from lab import demo, stack, vault
 from lab.cli.governance import add_parsers as add_governance_parsers
 from lab.cli.org import add_parsers as add_org_parsers
 from lab.cli.output import print_json
+from lab.cli.session import add_parsers as add_session_parsers
+from lab.cli.session import checked_operator, mark_operator_options
 from lab.errors import ConfigError, LabError
 from lab.ingest.cli import add_parsers as add_ingest_parsers
 from lab.settings import Settings, load_settings
@@ -338,7 +340,7 @@ def rebuild_outdated(settings: Settings, dataset: str, actor: str, *, dry_run: b
                 f"(data {item.source_sha256[:12]}…) / 基于旧版本"
             )
         if dry_run:
-            print(f"Rebuild them: datalab extract rebuild {dataset} --as OPERATOR / 重建命令如上")
+            print(f"Rebuild them: datalab extract rebuild {dataset} / 重建命令如上")
             return 0
         done = access.rebuild_extracts(settings, book, dataset, actor=actor)
     for rebuilt in done:
@@ -493,40 +495,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help='{"organisation", "log10_p", "builds"}')
     p.set_defaults(func=cmd_extract_trace)
+    add_session_parsers(sub)
     add_governance_parsers(sub)
     add_org_parsers(sub)
-    _mark_operator_options(parser)
+    mark_operator_options(parser)
     return parser
-
-
-def _mark_operator_options(parser: argparse.ArgumentParser) -> None:
-    """Every (sub)command with an ``--as`` option, now or added later, checks the name it gets."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                _mark_operator_options(child)
-        elif "--as" in action.option_strings:
-            parser.set_defaults(operator_as=action.dest)
-
-
-def checked_operator(args: argparse.Namespace, directory: Any) -> None:
-    """``--as`` must name an enabled operator in Keycloak now (AccessDenied otherwise), never any
-    name: the audit log records who acted, so a free name would let anyone act as anyone."""
-    from lab.services.onboarding import require_operator
-
-    dest = getattr(args, "operator_as", None)
-    if dest:
-        setattr(args, dest, require_operator(directory, getattr(args, dest)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-        if getattr(args, "operator_as", None):
-            from lab.directory import Directory
-
-            checked_operator(args, Directory(settings, ttl=0))
+        checked_operator(args, settings)
         return int(args.func(args, settings))
     except LabError as exc:
         print(f"datalab: error: {exc.message}", file=sys.stderr)

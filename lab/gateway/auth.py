@@ -179,14 +179,26 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise NotAuthenticated(
-                "Your login has expired; log in again. / 登录已过期，请重新登录。"
+                "Your login has expired; log in again. / 登录已过期，请重新登录。", reason="token-expired"
             ) from None
         except jwt.InvalidAudienceError:
-            raise NotAuthenticated("This token was not issued for the Data Lab gateway.") from None
+            raise NotAuthenticated(
+                "This token was not issued for the Data Lab gateway; log in again. "
+                "/ 此令牌并非为本实验室签发。",
+                reason="token-audience",
+            ) from None
         except jwt.InvalidIssuerError:
-            raise NotAuthenticated(f"This token was not issued by {self.issuer}.") from None
+            raise NotAuthenticated(
+                f"This token was not issued by {self.issuer}; log in again. "
+                "/ 此令牌并非由本实验室的统一身份认证签发。",
+                reason="token-issuer",
+            ) from None
         except (jwt.PyJWKClientError, jwt.InvalidTokenError):
-            raise NotAuthenticated("The token is invalid (bad signature or format); log in again.") from None
+            raise NotAuthenticated(
+                "The token is invalid (bad signature or format); log in again. "
+                "/ 令牌无效（签名或格式错误），请重新登录。",
+                reason="token-invalid",
+            ) from None
 
     def caller(self, token: str) -> Caller:
         if token.count(".") != 2:  # not a JWT: a JupyterHub API token
@@ -197,7 +209,11 @@ class TokenVerifier:
         username = str(claims.get("preferred_username") or claims["sub"])
         person = _current(self.directory.person(username), username)
         if person.id != claims["sub"]:
-            raise NotAuthenticated("This token's subject is not the account of that name; log in again.")
+            raise NotAuthenticated(
+                "This token's subject is not the account of that name; log in again. "
+                "/ 令牌与账号不符，请重新登录。",
+                reason="token-subject",
+            )
         org = claims.get("org")
         return self.current(Caller(username, str(org) if org else None, frozenset(claims.get("roles", []))))
 

@@ -21,6 +21,7 @@ from lab.ledger import Ledger
 from lab.registry.organisations import OrgSpec, Registry
 from lab.settings import Settings, load_settings
 from lab.validate import did_you_mean
+from tests.unit import login_support
 
 pytestmark = pytest.mark.unit
 cli = importlib.import_module("lab.cli.main")
@@ -124,6 +125,8 @@ def test_an_unknown_name_or_id_is_an_error_that_says_what_to_do(
     from tests.unit.ingest_support import Operators
 
     monkeypatch.setattr("lab.directory.Directory", Operators)
+    login_support.keys(monkeypatch)
+    login_support.log_in(settings, "op.wang")
     code, out, err = run(capsys, *argv)
     assert code == 1 and out == ""
     assert wanted in err and bilingual(err), err
