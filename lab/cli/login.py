@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from lab import validate, vault
-from lab.errors import AccessDenied, NotAuthenticated
+from lab.errors import AccessDenied, ConfigError, NotAuthenticated
 from lab.iam import CLI_CLIENT_ID
 from lab.settings import Settings
 
@@ -225,7 +225,18 @@ def _unsafe(path: Path) -> NotAuthenticated:
 
 def _save(settings: Settings, found: Login) -> None:
     """Write the cache atomically: a fresh 0600 file in a 0700 directory, then renamed."""
-    path = cache_file(settings)
+    try:
+        _write(cache_file(settings), found)
+    except OSError as exc:
+        raise ConfigError(
+            f"the login could not be saved in {cache_file(settings).parent} ({exc.strerror}); that directory "
+            "must belong to you (set DATALAB_HOME to a state directory you own) / 无法保存登录信息，"
+            "请确认状态目录属于您本人",
+            reason="login-cache-unwritable",
+        ) from None
+
+
+def _write(path: Path, found: Login) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder = os.stat(path.parent)
     if folder.st_uid == os.getuid() and folder.st_mode & 0o077:

@@ -47,7 +47,11 @@ def _summary(settings: Settings) -> str:
         org = orgs.get(person.org) if person.org else None
         where = f"{org.name_en} / {org.name_zh}" if org else "Data bureau / 大数据局"
         lines.append(f"  {person.username:<12} {person.role:<9} {where}")
-    lines += ["", f"State and logs: {settings.home}   Stop: make down"]
+    lines += [
+        "",
+        "Operators on this server log in first: datalab login op.wang / 运营人员请先登录：datalab login",
+        f"State and logs: {settings.home}   Stop: make down",
+    ]
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from datetime import timedelta
 
+import httpx
 import pytest
 
 from lab import access, vault
@@ -134,3 +135,14 @@ def test_the_logged_in_operator_revokes_and_the_record_names_them(lab_stack: Set
     assert not login.cache_file(lab_stack).exists()
     err = datalab("grant", "revoke", str(grant), "--reason", "again").stderr
     assert "nobody is logged in" in err and "尚未登录" in err
+
+
+def test_the_cli_client_refuses_a_password_grant_without_its_secret(lab_stack: Settings) -> None:
+    """An outsider who knows an operator's password cannot use datalab-cli without the state directory."""
+    for secret in (None, "guessed-secret"):
+        form = {"grant_type": "password", "client_id": "datalab-cli", "username": "op.wang"}
+        form |= {"password": _password(lab_stack), "scope": "openid"}
+        if secret:
+            form["client_secret"] = secret
+        answer = httpx.post(f"{lab_stack.issuer}/protocol/openid-connect/token", data=form)
+        assert answer.status_code in (400, 401) and "access_token" not in answer.text, answer.status_code
