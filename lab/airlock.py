@@ -12,16 +12,22 @@ they go, in this order:
    organisation with outcome ``released``. What is stored and later downloaded are the
    **regenerated canonical bytes of the kept copy**, never the uploaded bytes;
 2. any other file goes through the automated disclosure checks (:mod:`lab.disclosure`,
-   thresholds from the dataset's policy): ``pending`` an operator's review if they
-   pass, ``held`` with the reasons if they fail. A file that carries a DP result's
+   thresholds from the dataset's policy): ``pending`` its reviewers if they pass,
+   ``held`` with the reasons if they fail. A PNG made only of pixel chunks waits for the
+   reviewers' eyes (:func:`lab.airlock_view.image_checks`); other images, text and
+   binary files are held. A file that carries a DP result's
    digest (or looks like a DP result) but is not exactly a kept result — an extra key,
    an edited value — is ``held``: an operator sees exactly those bytes, and only those
    bytes can ever be downloaded after an approval.
 
-The bytes are kept in the restricted ``exports`` bucket (root credentials only; no
-analyst policy names it) and are served only by :meth:`Airlock.download`, which checks
-the request's state and writes an ``export-download`` audit record first. Revoking an
-export keeps the bytes as evidence and stops every further download.
+A pending or held file waits for :meth:`reviewers_required` distinct approvals (two by
+default; ``DATALAB_EXPORT_REVIEWERS`` or a dataset policy's ``export_reviewers`` may ask
+more; the rules are in :mod:`lab.ledger.export_reviews`). The bytes are kept in the
+restricted ``exports`` bucket (root credentials only; no analyst policy names it) and are
+served only by :meth:`Airlock.download` (to the organisation, once downloadable) and
+:meth:`Airlock.review_copy` (to a reviewer, any time before a decision), each writing
+its audit record first. Revoking an export keeps the bytes as evidence and stops every
+further download.
 """
 
 from __future__ import annotations
@@ -38,10 +44,11 @@ from typing import Any
 
 from minio.error import S3Error
 
-from lab import disclosure, storage
+from lab import airlock_view, disclosure, storage
 from lab.dp.query import canonical_json
 from lab.errors import ConfigError, NotFound
 from lab.ledger import Kind, Ledger
+from lab.ledger.export_reviews import DEFAULT_REVIEWERS
 from lab.ledger.exports import HELD, PENDING, RELEASED, Export, check_download
 from lab.policy import Policy
 from lab.settings import Settings
@@ -205,6 +212,9 @@ class Airlock:
         limits = disclosure.thresholds(self.policies.get(dataset) if dataset else None)
         report = disclosure.check_file(name, data, limits, counts=counts, by=by)
         checks = report.as_dict()
+        image = airlock_view.image_checks(name, data, checks["thresholds"]) if report.kind == "file" else None
+        if image is not None and payload is None:
+            checks = image
         if payload is not None:
             checks["findings"].insert(
                 0,
@@ -221,7 +231,7 @@ class Airlock:
                 },
             )
             checks["passed"] = False
-        return Decision(report.kind, PENDING if checks["passed"] else HELD, checks)
+        return Decision(checks["kind"], PENDING if checks["passed"] else HELD, checks)
 
     def request(
         self,
@@ -234,8 +244,9 @@ class Airlock:
         dataset: str | None = None,
         counts: list[str] | None = None,
         by: list[str] | None = None,
+        previous: int | None = None,
     ) -> Export:
-        """Check, store and record one export request."""
+        """Check, store and record one export request (with ``previous``: its next version)."""
         if not data:
             raise ConfigError("the file to export is empty / 导出文件为空", reason="invalid-value")
         if len(data) > MAX_BYTES:
@@ -275,16 +286,36 @@ class Airlock:
                 object_key=key,
                 state=decision.state,
                 checks=decision.checks,
+                required=self.reviewers_required(dataset),
+                previous=previous,
             )
         except BaseException:
             client.remove_object(EXPORTS_BUCKET, key)
             raise
+
+    def reviewers_required(self, dataset: str | None) -> int:
+        """How many distinct reviewers must approve: the lab's number, or the dataset's if larger."""
+        policy = self.policies.get(dataset) if dataset else None
+        asked = getattr(policy, "export_reviewers", None) or 0
+        return max(DEFAULT_REVIEWERS, self.settings.export_reviewers, asked)
 
     def download(self, export_id: int, *, actor: str, via: str) -> tuple[Export, bytes]:
         """The bytes of a downloadable export; the download is recorded before they are read."""
         export = self.ledger.get_export(export_id)
         check_download(export)
         self.ledger.record_download(export, actor=actor, via=via)
+        return export, self.read(export)
+
+    def review_copy(self, export: Export, *, actor: str, via: str, shown: str | None = None) -> bytes:
+        """The bytes for a reviewer: recorded first as a view (``shown``) or a review download."""
+        if shown is None:
+            self.ledger.record_download(export, actor=actor, via=via, review=True)
+        else:
+            self.ledger.record_view(export, actor=actor, via=via, shown=shown)
+        return self.read(export)
+
+    def read(self, export: Export) -> bytes:
+        """The stored bytes of ``export``, checked against its recorded digest."""
         client = storage.root_client(self.settings)
         try:
             response = client.get_object(EXPORTS_BUCKET, export.object_key)
@@ -303,4 +334,4 @@ class Airlock:
                 f"the stored file of export {export.id} does not match its recorded digest; tell the bureau "
                 "/ 导出文件与记录的摘要不符，请联系数据局"
             )
-        return export, data
+        return data

@@ -147,16 +147,29 @@ def seal(
     actor: str,
     max_records: int = 50_000,
     retain_until: datetime | None = None,
+    wait: bool = True,
 ) -> Segment | None:
     """Seal the records after the last archived segment; None if there are none.
 
     ``retain_until`` overrides the bucket's default retention (COMPLIANCE, 365 days).
+    One sealer at a time across every gateway replica and the CLI (the ledger's
+    ``audit-seal`` lock), and each reads the archive's end only once it holds the lock:
+    segments never overlap. ``wait=False`` returns None at once if another is sealing.
     """
+    with ledger.exclusive("audit-seal", wait=wait) as mine:
+        if not mine:
+            return None
+        return _seal(settings, ledger, actor=actor, max_records=max_records, retain_until=retain_until)
+
+
+def _seal(
+    settings: Settings, ledger: Ledger, *, actor: str, max_records: int, retain_until: datetime | None
+) -> Segment | None:
     verification = ledger.verify()
     if not verification.ok:
         raise ConfigError(
             f"the audit log does not verify ({verification.message}); it is not sealed until the breach "
-            "is reviewed / 审计日志校验失败，在审查之前不予归档",
+            "is reviewed / 审计日志核验未通过，在审查完破坏情况之前不会封存",
             reason="audit-broken",
         )
     client = storage.root_client(settings)
@@ -238,7 +251,7 @@ class Sealer:
         if not self.due(backlog=backlog):
             return sealed
         while True:
-            segment = seal(self.settings, self.ledger, actor="gateway-archive")
+            segment = seal(self.settings, self.ledger, actor="gateway-archive", wait=False)
             if segment is None or segment.records < 50_000:
                 if segment is not None:
                     sealed.append(segment)

@@ -4,6 +4,7 @@
 
     lab.datasets()                                   # granted datasets, budget left
     q = lab.dp("population").group_by("district").count(epsilon=0.5)
+    q = lab.sql("SELECT district, COUNT(*) FROM population GROUP BY district", epsilon=0.5)  # the same
     q                                                # the preview: cost and accuracy, nothing spent
     result = q.release()                             # spends ε, returns noisy counts
     result.frame                                     # a Polars DataFrame (result.to_pandas() too)
@@ -33,7 +34,15 @@ import httpx
 import polars as pl
 
 from lab import dp as _dp
-from lab.errors import AccessDenied, BudgetExhausted, ConfigError, LabError, NotAuthenticated, NotFound
+from lab.errors import (
+    AccessDenied,
+    BudgetExhausted,
+    Busy,
+    ConfigError,
+    LabError,
+    NotAuthenticated,
+    NotFound,
+)
 from lab.settings import GATEWAY_PREFIX
 from lab.store import layout
 
@@ -48,6 +57,7 @@ __all__ = [
     "extract",
     "history",
     "request_export",
+    "sql",
 ]
 
 SYNTHETIC_NOTICE = (
@@ -65,6 +75,7 @@ _ERRORS: dict[int, type[LabError]] = {
     401: NotAuthenticated,
     403: AccessDenied,
     404: NotFound,
+    429: Busy,
 }
 _AGGREGATES = ("count", "sum", "mean", "quantile", "median", "histogram")
 
@@ -99,7 +110,10 @@ class Connection:
         try:
             error = response.json()["error"]
         except (ValueError, KeyError, TypeError):
-            raise LabError(f"The gateway answered {response.status_code}: {response.text[:200]}") from None
+            raise LabError(
+                f"The gateway answered {response.status_code} (网关返回错误，请稍后重试或联系运营人员): "
+                f"{response.text[:200]}"
+            ) from None
         kind = (
             BudgetExhausted
             if error.get("reason") == "budget-exhausted"
@@ -143,6 +157,23 @@ class Connection:
         """Start a DP query on ``dataset``: ``.group_by(...)``, ``.filter(...)``, then an aggregate."""
         return QueryBuilder(self, _dp.on(dataset))
 
+    def sql(
+        self,
+        text: str,
+        *,
+        epsilon: float,
+        delta: float = 0.0,
+        bounds: Any = None,
+        candidates: list[float] | None = None,
+    ) -> PendingQuery:
+        """One SQL ``SELECT`` as a DP query (docs/sql.md): the gateway parses it into the query
+        ``dp()`` builds and previews it at once; ``release()`` spends the budget."""
+        body = {"sql": text, "epsilon": epsilon, "delta": delta, "bounds": bounds, "candidates": candidates}
+        answer = self._call("POST", "/sql", json=body)
+        pending = PendingQuery(self, _dp.Query.from_dict(answer["query"]))
+        pending._preview = dict(answer["preview"])
+        return pending
+
     def history(self) -> pl.DataFrame:
         """Your DP queries, newest first."""
         rows = [
@@ -162,24 +193,47 @@ class Connection:
             else pl.DataFrame(schema=["time", "dataset", "outcome", "epsilon", "delta", "query"])
         )
 
-    def _s3(self) -> Any:
-        from minio import Minio
+    def _credentials(self) -> Any:
         from minio.credentials import WebIdentityProvider
 
         # No DurationSeconds: the credentials expire with the access token (MinIO caps any
         # longer request at 15 minutes anyway), and are fetched again with a fresh token.
-        provider = WebIdentityProvider(
+        return WebIdentityProvider(
             jwt_provider_func=lambda: {"access_token": self._token()},
             sts_endpoint=f"http://{self.s3_endpoint}",
         )
-        return Minio(self.s3_endpoint, credentials=provider, secure=False, region="us-east-1")
 
-    def extract(self, dataset: str, kind: str = "masked", table: str | None = None) -> Any:
+    def _s3(self) -> Any:
+        from minio import Minio
+
+        return Minio(self.s3_endpoint, credentials=self._credentials(), secure=False, region="us-east-1")
+
+    def _storage_options(self) -> dict[str, str]:
+        """Polars' S3 options with the analyst's own short-lived credentials (never the root keys)."""
+        creds = self._credentials().retrieve()
+        options = {
+            "aws_access_key_id": creds.access_key,
+            "aws_secret_access_key": creds.secret_key,
+            "aws_endpoint_url": f"http://{self.s3_endpoint}",
+            "aws_region": "us-east-1",
+            "aws_allow_http": "true",
+        }
+        if creds.session_token:
+            options["aws_session_token"] = creds.session_token
+        return options
+
+    def extract(
+        self, dataset: str, kind: str = "masked", table: str | None = None, *, lazy: bool = False
+    ) -> Any:
         """Your organisation's newest extract of ``dataset`` of one ``kind``.
 
         ``masked``: de-identified microdata (a DataFrame); ``dp-synthetic``: DP synthetic
         rows (a DataFrame, marked synthetic); ``dp-table``: the DP tables, a dict of
-        DataFrames by name (or the one named ``table``).
+        DataFrames by name (or the one named ``table``). With ``lazy=True`` each is a
+        LazyFrame scanning the object in MinIO with your credentials, so a register larger
+        than the notebook's memory can be filtered and aggregated in streaming; collect it
+        within about 15 minutes (the credentials expire with your token), or call
+        ``extract`` again.
         """
         org = self.me().get("org")
         if not org:
@@ -190,7 +244,14 @@ class Connection:
         from minio.error import MinioException, S3Error
 
         try:
-            return self._extract(self._s3(), org, dataset, kind, table)
+            s3, scan = self._s3(), None
+            if lazy:
+                options = self._storage_options()
+
+                def scan(name: str) -> pl.LazyFrame:
+                    return pl.scan_parquet(f"s3://{layout.EXTRACTS_BUCKET}/{name}", storage_options=options)
+
+            return self._extract(s3, org, dataset, kind, table, scan)
         except S3Error as exc:
             raise _s3_error(exc, dataset) from None
         except MinioException as exc:  # e.g. the token was not exchanged for storage credentials
@@ -202,7 +263,15 @@ class Connection:
                 reason="storage",
             ) from None
 
-    def _extract(self, s3: Any, org: str, dataset: str, kind: str, table: str | None) -> Any:
+    def _extract(
+        self,
+        s3: Any,
+        org: str,
+        dataset: str,
+        kind: str,
+        table: str | None,
+        scan: Callable[[str], pl.LazyFrame] | None = None,
+    ) -> Any:
         bucket = layout.EXTRACTS_BUCKET
 
         def read(name: str) -> bytes:
@@ -212,6 +281,9 @@ class Connection:
             finally:
                 response.close()
                 response.release_conn()
+
+        def frame(name: str) -> pl.DataFrame | pl.LazyFrame:
+            return scan(name) if scan is not None else pl.read_parquet(io.BytesIO(read(name)))
 
         versions = sorted(
             {o.object_name for o in s3.list_objects(bucket, prefix=layout.dataset_prefix(org, dataset))}
@@ -224,10 +296,10 @@ class Connection:
             if manifest.get("kind", "masked") != kind:
                 continue
             if kind == "masked":
-                return pl.read_parquet(io.BytesIO(read(f"{version}{layout.MASKED_DATA}")))
+                return frame(f"{version}{layout.MASKED_DATA}")
             if kind == "dp-synthetic":
                 warnings.warn(SYNTHETIC_NOTICE, SyntheticDataWarning, stacklevel=2)
-                return pl.read_parquet(io.BytesIO(read(f"{version}{layout.SYNTHETIC_DATA}")))
+                return frame(f"{version}{layout.SYNTHETIC_DATA}")
             tables = {Path(name).stem: name for name in manifest["files"] if name.endswith(".parquet")}
             if table is not None:
                 if table not in tables:
@@ -235,10 +307,8 @@ class Connection:
                         f"No table {table!r} in this extract; it has {', '.join(sorted(tables))}. "
                         f"/ 该数据中没有表 {table}，现有：{'、'.join(sorted(tables))}。"
                     )
-                return pl.read_parquet(io.BytesIO(read(f"{version}{tables[table]}")))
-            return {
-                name: pl.read_parquet(io.BytesIO(read(f"{version}{file}"))) for name, file in tables.items()
-            }
+                return frame(f"{version}{tables[table]}")
+            return {name: frame(f"{version}{file}") for name, file in tables.items()}
         raise NotFound(
             f"No {kind} extract of {dataset!r} has been built for {org}. "
             f"/ 尚未为贵机构生成 {dataset} 的 {kind} 数据。"
@@ -337,6 +407,14 @@ class PendingQuery:
             f"DP query (not yet run / 尚未执行): {p['query']}",
             f"  cost 花费: {cost};  accuracy 95% 精度: {accuracy}",
         ]
+        if p.get("mean_accuracy"):
+            shown = ", ".join(
+                f"±{m['accuracy']:.4g} (n={m['rows']:,})"
+                if m["accuracy"] is not None
+                else f"suppressed 不发布 (n={m['rows']:,})"
+                for m in p["mean_accuracy"]
+            )
+            lines.append(f"  mean 均值 95% accuracy 精度, for a group of n rows 每组 n 行: {shown}")
         if asked > left or not p["affordable"]:
             lines.append(
                 f"  ✗ budget: ε {asked:g} exceeds what is left (ε {left:g}{of}); release() will be refused "
@@ -393,9 +471,19 @@ def dp(dataset: str) -> QueryBuilder:
     return _connection().dp(dataset)
 
 
-def extract(dataset: str, kind: str = "masked", table: str | None = None) -> Any:
-    """Your organisation's newest extract: ``masked``, ``dp-table`` or ``dp-synthetic``. / 最新的数据产品。"""
-    return _connection().extract(dataset, kind, table)
+def sql(
+    text: str, *, epsilon: float, delta: float = 0.0, bounds: Any = None, candidates: Any = None
+) -> PendingQuery:
+    """A differentially private query in SQL, previewed at once. / 用 SQL 写的差分隐私查询（先预览）。"""
+    return _connection().sql(text, epsilon=epsilon, delta=delta, bounds=bounds, candidates=candidates)
+
+
+def extract(dataset: str, kind: str = "masked", table: str | None = None, *, lazy: bool = False) -> Any:
+    """Your organisation's newest extract: ``masked``, ``dp-table`` or ``dp-synthetic``. / 最新的数据产品。
+
+    ``lazy=True``: a LazyFrame scanning it in the object store (for extracts larger than memory).
+    """
+    return _connection().extract(dataset, kind, table, lazy=lazy)
 
 
 def history() -> pl.DataFrame:
@@ -415,9 +503,11 @@ def request_export(
     """Ask to take a file out of the lab. / 申请导出文件。
 
     A DP result (``Result``, or the JSON the gateway returned) is released at once; any
-    other file (CSV, Parquet, JSON records; a DataFrame is sent as CSV) goes through the
-    disclosure checks (minimum cell count, dominance) and an operator's review. Returns
-    the request: ``state`` (released / pending / held), ``checks`` and its ``id``.
+    other file (CSV, Parquet, JSON records, a PNG chart; a DataFrame is sent as CSV) goes
+    through the disclosure checks (minimum cell count, dominance) and is released only when
+    two operators other than you have seen it and approved it. Returns the request:
+    ``state`` (released / pending / held), ``checks`` and its ``id``. Follow it, reply,
+    withdraw it or resubmit a corrected version in the console (我的机构 → the export).
     ``counts`` and ``by`` name the count and grouping columns if their names do not say so.
     """
     import base64

@@ -15,6 +15,7 @@ Every error a user can meet is a ``LabError``. Each carries:
     ├── NotAuthenticated     no token, or one that is expired, forged or not for us
     ├── AccessDenied         no grant, wrong role, expired grant
     ├── BudgetExhausted      the privacy budget left cannot pay for the request
+    ├── Busy                 too many heavy queries are running; retry after a while
     └── StackError           installing, starting or checking the local services
         ├── MissingTool      a required program is absent or too old
         ├── InstallFailed    a download or build step failed
@@ -63,6 +64,25 @@ class AccessDenied(LabError):
 
 class BudgetExhausted(LabError):
     reason = "budget-exhausted"
+
+
+class Busy(LabError):
+    """The gateway turned a heavy query away before reserving any budget; ``retry_after`` in seconds."""
+
+    reason = "busy"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        position: int = 0,
+        retry_after: int = 1,
+        detail: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message, detail=detail, reason=reason)
+        self.position = position
+        self.retry_after = retry_after
 
 
 class StackError(LabError):

@@ -47,6 +47,7 @@ from lab.settings import Settings
 from lab.store import layout
 from lab.store.layout import MASKED_DATA as DATA
 from lab.store.layout import RISK_REPORT as RISK
+from lab.store.ledgers import open_ledger
 from lab.validate import did_you_mean
 
 
@@ -67,7 +68,7 @@ def org_key(settings: Settings, org: str) -> OrgKey:
 
 
 def ledger(settings: Settings) -> Ledger:
-    return Ledger(settings.ledger_url, anchor_path=settings.ledger_anchor)
+    return open_ledger(settings)
 
 
 def _version() -> str:
@@ -254,7 +255,8 @@ def build_dp(
     organisation(settings, org, active=True)
     if kind not in dpextract.KINDS:
         raise ConfigError(
-            f"Unknown extract kind {kind!r}; choose masked, {', '.join(dpextract.KINDS)}. / 未知的提取类型"
+            f"Unknown extract kind {kind!r}; choose masked, {', '.join(dpextract.KINDS)}. "
+            f"/ 未知的数据产品类型 {kind!r}，请选择 masked 或 {', '.join(dpextract.KINDS)}"
         )
     policies = registry_policies(settings)
     tables = RawTables(settings, policies)
@@ -319,7 +321,7 @@ def trace_file(settings: Settings, path: str | Path) -> TraceResult:
     """Name the organisation whose extract ``path`` (or a sample of its rows) came from."""
     file = Path(path)
     if not file.is_file():
-        raise NotFound(f"No such file: {file}; give the path of the leaked file / 文件不存在：{file}")
+        raise NotFound(f"No such file: {file} / 文件不存在：{file}")
     with ledger(settings) as book:
         builds = [
             Fingerprint.from_dict(r.details["fingerprint"])

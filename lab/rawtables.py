@@ -81,7 +81,10 @@ class RawTables:
             try:
                 client.fget_object(layout.RAW_BUCKET, layout.raw_object(dataset), tmp)
                 if file_sha256(Path(tmp)) != meta["sha256"]:
-                    raise NotFound(f"The raw table of {dataset!r} changed while it was fetched; try again.")
+                    raise NotFound(
+                        f"The raw table of {dataset!r} changed while it was fetched; try again. "
+                        "/ 原始数据表在读取时发生了变化，请重试"
+                    )
                 os.replace(tmp, path)
             finally:
                 Path(tmp).unlink(missing_ok=True)

@@ -51,6 +51,32 @@ class Ports:
 
 
 @dataclass(frozen=True)
+class Endpoints:
+    """Where each service is reached when it is not on this machine's loopback (a cluster).
+
+    Each is None by default, and the one-machine address (``127.0.0.1:<port>``) is used.
+    URLs are ``http(s)://host[:port][/path]`` without credentials; ``minio`` is ``host:port``.
+    """
+
+    public_url: str | None = None  # DATALAB_PUBLIC_URL: the browsers' origin (hub, consoles, gateway)
+    keycloak_url: str | None = None  # DATALAB_KEYCLOAK_URL: Keycloak as servers reach it
+    issuer: str | None = None  # DATALAB_KEYCLOAK_ISSUER: the tokens' ``iss`` (the realm's public URL)
+    minio: str | None = None  # DATALAB_MINIO_ENDPOINT: the S3 API, host:port
+    minio_tls: bool = False  # DATALAB_MINIO_TLS=1: S3 over HTTPS
+    hub_api_url: str | None = None  # DATALAB_HUB_API_URL: the hub's REST API, ending in /hub/api
+    gateway_url: str | None = None  # DATALAB_GATEWAY_URL: the gateway's listener, as the proxy reaches it
+
+
+ENDPOINT_VARS = {
+    "public_url": "DATALAB_PUBLIC_URL",
+    "keycloak_url": "DATALAB_KEYCLOAK_URL",
+    "issuer": "DATALAB_KEYCLOAK_ISSUER",
+    "hub_api_url": "DATALAB_HUB_API_URL",
+    "gateway_url": "DATALAB_GATEWAY_URL",
+}
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the lab needs to know about this machine, loaded once."""
 
@@ -71,11 +97,28 @@ class Settings:
     import_pg_hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost", "/run/postgresql")
     # The largest file the operator console accepts as an upload (bytes).
     import_max_bytes: int = 4 << 30
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    # New audit records wait at most this long (plus a poll) before the gateway seals them.
+    seal_interval_s: float = 30.0
+    # Where the audit chain's head is kept: "file" (the state directory; one host) or
+    # "object" (the object-locked audit archive; every replica on any host shares it).
+    audit_anchor: str = "file"
+    # Secrets mounted from elsewhere (a Kubernetes Secret): read, never generated or written.
+    secrets_path: Path | None = None  # DATALAB_SECRETS_DIR
+    secrets_readonly: bool = False  # DATALAB_SECRETS_READONLY=1
+    # How many distinct operators must approve an export (at least 2; a dataset policy's
+    # ``export_reviewers`` may ask more).
+    export_reviewers: int = 2
+    # Admission of heavy requests (DP queries, DP extracts) in the gateway: how many run at
+    # once, how many may wait in line, and how long one waits before it is told to retry.
+    heavy_queries: int = 2
+    heavy_queue: int = 8
+    heavy_wait_s: float = 60.0
 
     # Derived locations -------------------------------------------------------
     @property
     def secrets_dir(self) -> Path:
-        return self.home / "secrets"
+        return self.secrets_path or self.home / "secrets"
 
     @property
     def logs_dir(self) -> Path:
@@ -111,11 +154,23 @@ class Settings:
 
     @property
     def keycloak_url(self) -> str:
-        return self.url("keycloak")
+        """Keycloak as the lab's servers reach it (admin API, token endpoint, signing keys)."""
+        return self.endpoints.keycloak_url or self.url("keycloak")
 
     @property
     def issuer(self) -> str:
-        return self.url("keycloak", f"/realms/{self.realm}")
+        """The realm's URL as tokens name it (``iss``) and browsers are sent to it to log in."""
+        return self.endpoints.issuer or f"{self.keycloak_url}/realms/{self.realm}"
+
+    @property
+    def oidc_public(self) -> str:
+        """The realm's OpenID Connect endpoints for browsers (authorise, log out)."""
+        return f"{self.issuer}/protocol/openid-connect"
+
+    @property
+    def oidc_internal(self) -> str:
+        """The same endpoints as servers reach them (token, user info, signing keys)."""
+        return f"{self.keycloak_url}/realms/{self.realm}/protocol/openid-connect"
 
     # Where browsers and clients reach the lab ------------------------------------
     @property
@@ -124,7 +179,7 @@ class Settings:
 
         No analyst's server is ever served here: theirs are ``http://<user>.<domain>:<port>``.
         """
-        return f"http://{self.domain}:{self.ports.hub}"
+        return self.endpoints.public_url or f"http://{self.domain}:{self.ports.hub}"
 
     @property
     def hub_url(self) -> str:
@@ -149,12 +204,12 @@ class Settings:
     @property
     def hub_api_url(self) -> str:
         """The hub's REST API (the gateway's token checks, a suspension's server stops)."""
-        return self.url("hub_api", "/hub/api")
+        return self.endpoints.hub_api_url or self.url("hub_api", "/hub/api")
 
     @property
     def gateway_url(self) -> str:
         """The gateway's own listener (the proxy's target and the notebooks' relay target)."""
-        return self.url("gateway", GATEWAY_PREFIX)
+        return self.endpoints.gateway_url or self.url("gateway", GATEWAY_PREFIX)
 
     @property
     def console_url(self) -> str:
@@ -163,7 +218,16 @@ class Settings:
 
     @property
     def minio_endpoint(self) -> str:
-        return f"{self.host}:{self.ports.minio}"
+        """The S3 API as ``host:port`` (``minio_secure`` says whether it speaks HTTPS)."""
+        return self.endpoints.minio or f"{self.host}:{self.ports.minio}"
+
+    @property
+    def minio_secure(self) -> bool:
+        return self.endpoints.minio_tls
+
+    @property
+    def minio_url(self) -> str:
+        return f"{'https' if self.minio_secure else 'http'}://{self.minio_endpoint}"
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
@@ -174,9 +238,16 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{var}={raw!r} is not a port number; set it to an integer 1024-65535.") from None
+        raise ConfigError(
+            f"{var}={raw!r} is not a port number; set it to an integer 1024-65535. "
+            f"/ {var} 不是端口号，请设为 1024-65535 之间的整数。"
+        ) from None
     if not 1024 <= value <= 65535:
-        raise ConfigError(f"{var}={value} is out of range; choose a port from 1024 to 65535.")
+        raise ConfigError(
+            f"{var}={value} is out of range; choose a port from 1024 to 65535. / {var} 超出范围，请选择 "
+            "1024-65535 "
+            "之间的端口。"
+        )
     return value
 
 
@@ -193,7 +264,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if value in taken:
             raise ConfigError(
                 f"{Ports.env_name(f.name)} and {Ports.env_name(taken[value])} are both {value}; "
-                "give each component its own port."
+                "give each component its own port. / 两个组件使用了同一端口，请为每个组件指定不同的端口。"
             )
         taken[value] = f.name
     policies = Path(env.get("DATALAB_POLICIES") or REPO / "policies").expanduser().resolve()
@@ -202,12 +273,77 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cache=cache,
         ports=ports,
         domain=_domain(env),
+        endpoints=_endpoints(env),
+        seal_interval_s=_seconds(env, "DATALAB_SEAL_INTERVAL_S", 30.0),
+        audit_anchor=_choice(env, "DATALAB_AUDIT_ANCHOR", ("file", "object")),
+        secrets_path=Path(env["DATALAB_SECRETS_DIR"]).resolve() if env.get("DATALAB_SECRETS_DIR") else None,
+        secrets_readonly=_flag(env, "DATALAB_SECRETS_READONLY"),
         db_url=env.get("DATALAB_DB_URL") or None,
         policies_dir=policies,
         reservation_timeout_s=_seconds(env, "DATALAB_RESERVATION_TIMEOUT_S", 600.0),
         import_pg_hosts=_hosts(env),
         import_max_bytes=_megabytes(env, "DATALAB_IMPORT_MAX_MB", 4096) << 20,
+        export_reviewers=_reviewers(env),
+        heavy_queries=_whole(env, "DATALAB_HEAVY_QUERIES", 2, lowest=1),
+        heavy_queue=_whole(env, "DATALAB_HEAVY_QUEUE", 8, lowest=0),
+        heavy_wait_s=_seconds(env, "DATALAB_HEAVY_WAIT_S", 60.0),
     )
+
+
+_URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/\-]*)?$")
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$")
+
+
+def _endpoints(env: Mapping[str, str]) -> Endpoints:
+    values: dict[str, str] = {}
+    for name, var in ENDPOINT_VARS.items():
+        raw = (env.get(var) or "").strip()
+        if not raw:
+            continue
+        if not _URL.match(raw) or "@" in raw:
+            raise ConfigError(
+                f"{var} is not a URL like https://id.example.org (http or https, a host, "
+                f"an optional port and path, no user or password) / {var} 不是有效的地址，"
+                "请写成 https://主机[:端口][/路径]，不要包含用户名或密码"
+            )
+        values[name] = raw.rstrip("/")
+    minio = (env.get("DATALAB_MINIO_ENDPOINT") or "").strip()
+    if minio and not _HOST_PORT.match(minio):
+        raise ConfigError(
+            f"DATALAB_MINIO_ENDPOINT={minio[:80]!r} must be host:port, e.g. minio.datalab.svc:9000 "
+            "/ DATALAB_MINIO_ENDPOINT 须写成 主机:端口"
+        )
+    return Endpoints(**values, minio=minio or None, minio_tls=_flag(env, "DATALAB_MINIO_TLS"))
+
+
+def _choice(env: Mapping[str, str], var: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(var) or choices[0]).strip().lower()
+    if raw not in choices:
+        raise ConfigError(
+            f"{var}={raw[:20]!r} must be one of {', '.join(choices)} / {var} 只能是 {'、'.join(choices)} 之一"
+        )
+    return raw
+
+
+def _flag(env: Mapping[str, str], var: str) -> bool:
+    raw = (env.get(var) or "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{var}={raw[:20]!r} must be 1 or 0 / {var} 只能是 1 或 0")
+
+
+def _reviewers(env: Mapping[str, str]) -> int:
+    raw = env.get("DATALAB_EXPORT_REVIEWERS")
+    if raw is None or raw == "":
+        return 2
+    if not raw.isdigit() or not 2 <= int(raw) <= 9:
+        raise ConfigError(
+            f"DATALAB_EXPORT_REVIEWERS={raw[:40]!r} must be a whole number from 2 to 9 (the distinct "
+            "operators who approve an export) / 须为 2 到 9 的整数（批准导出所需的审核人数）"
+        )
+    return int(raw)
 
 
 def _hosts(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -224,6 +360,17 @@ def _megabytes(env: Mapping[str, str], var: str, default: int) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 10**7:
         raise ConfigError(
             f"{var}={raw[:40]!r} must be a whole number of megabytes > 0 (e.g. 4096) / 须为正整数（MB）."
+        )
+    return int(raw)
+
+
+def _whole(env: Mapping[str, str], var: str, default: int, *, lowest: int) -> int:
+    raw = env.get(var)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not lowest <= int(raw) < 10**4:
+        raise ConfigError(
+            f"{var}={raw[:40]!r} must be a whole number >= {lowest} (e.g. {default}) / 须为 ≥ {lowest} 的整数"
         )
     return int(raw)
 

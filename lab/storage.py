@@ -48,6 +48,7 @@ from minio.minioadmin import MinioAdmin
 from minio.objectlockconfig import DAYS, ObjectLockConfig
 
 from lab import vault
+from lab.ledger.chain import ObjectAnchor
 from lab.settings import Settings
 from lab.store import layout
 from lab.store.layout import AUDIT_BUCKET, EXTRACTS_BUCKET, MANIFEST, RAW_BUCKET
@@ -67,14 +68,14 @@ def root_client(settings: Settings) -> Minio:
         settings.minio_endpoint,
         access_key=MINIO_ROOT_USER,
         secret_key=vault.secret(settings, "minio-root-password"),
-        secure=False,
+        secure=settings.minio_secure,
         region=REGION,
     )
 
 
 def _admin(settings: Settings) -> MinioAdmin:
     provider = StaticProvider(MINIO_ROOT_USER, vault.secret(settings, "minio-root-password"))
-    return MinioAdmin(endpoint=settings.minio_endpoint, credentials=provider, secure=False)
+    return MinioAdmin(endpoint=settings.minio_endpoint, credentials=provider, secure=settings.minio_secure)
 
 
 def extracts_read_policy(org: str, datasets: Iterable[str] | None = None) -> dict[str, Any]:
@@ -236,6 +237,29 @@ def put_json(client: Minio, bucket: str, name: str, value: dict[str, Any]) -> No
     client.put_object(bucket, name, io.BytesIO(body), len(body), content_type="application/json")
 
 
+def audit_anchor(settings: Settings, ledger_id: str) -> ObjectAnchor:
+    """The head of the ledger's audit chain kept in the object-locked audit archive."""
+    client, name = root_client(settings), layout.audit_anchor(ledger_id)
+
+    def get() -> bytes | None:
+        try:
+            response = client.get_object(AUDIT_BUCKET, name)
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":
+                return None
+            raise
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
+    def put(data: bytes) -> None:
+        client.put_object(AUDIT_BUCKET, name, io.BytesIO(data), len(data), content_type="application/json")
+
+    return ObjectAnchor(f"{AUDIT_BUCKET}/{name}", get, put)
+
+
 def read_json(client: Minio, bucket: str, name: str) -> dict[str, Any] | None:
     """The JSON object stored at ``bucket/name``, or None if there is none."""
     try:
@@ -253,7 +277,7 @@ def read_json(client: Minio, bucket: str, name: str) -> dict[str, Any] | None:
 
 def analyst_credentials(settings: Settings, access_token: str) -> Credentials:
     """Temporary S3 credentials for the holder of a Keycloak access token (they expire with it)."""
-    return web_identity(f"http://{settings.minio_endpoint}", lambda: access_token).retrieve()
+    return web_identity(settings.minio_url, lambda: access_token).retrieve()
 
 
 def web_identity(sts_endpoint: str, token: Any) -> WebIdentityProvider:
@@ -273,7 +297,7 @@ def analyst_client(settings: Settings, access_token: str) -> Minio:
         access_key=creds.access_key,
         secret_key=creds.secret_key,
         session_token=creds.session_token,
-        secure=False,
+        secure=settings.minio_secure,
         region=REGION,
     )
 

@@ -3,6 +3,10 @@
 Each secret is one file in ``<home>/secrets/`` with mode 0600, written atomically
 (temporary file, fsync, rename) so that a crash never leaves half a secret behind.
 Values never appear in logs or errors; ``scrub`` removes any that slipped into a text.
+
+Where the secrets are mounted from elsewhere (a Kubernetes Secret, ``DATALAB_SECRETS_DIR``
+with ``DATALAB_SECRETS_READONLY=1``), nothing is generated or written: a missing secret is
+an error that names it, so every replica reads the same values (the session key above all).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import os
 import secrets as _random
 from pathlib import Path
 
+from lab.errors import ConfigError
 from lab.settings import Settings
 
 
@@ -42,6 +47,13 @@ def secret(settings: Settings, name: str, *, nbytes: int = 24) -> str:
     """Return the secret ``name``, generating it (hex, ``nbytes`` random bytes) if absent."""
     path = settings.secrets_dir / name
     if not path.exists():
+        if settings.secrets_readonly:
+            raise ConfigError(
+                f"the secret {name!r} is missing from {settings.secrets_dir} (DATALAB_SECRETS_READONLY=1: "
+                "nothing is generated); add it to the mounted Secret "
+                f"/ 只读密钥目录中缺少密钥 {name!r}，请把它加入挂载的 Secret",
+                reason="secret-missing",
+            )
         _create_private(path, _random.token_hex(nbytes))
     return path.read_text().strip()
 

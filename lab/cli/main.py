@@ -268,8 +268,8 @@ def cmd_extract_build(args: argparse.Namespace, settings: Settings) -> int:
     if args.mode != "masked":
         if not args.spec:
             raise ConfigError(
-                f"--mode {args.mode} needs --spec SPEC.yaml (see docs/dp-extracts.md) "
-                f"/ --mode {args.mode} 需要 --spec 规格文件（见 docs/dp-extracts.md）"
+                f"--mode {args.mode} needs --spec SPEC.yaml (see docs/dp-extracts.md). "
+                f"/ --mode {args.mode} 需要 --spec 规格文件（见 docs/dp-extracts.md）。"
             )
         m = extracts.build_dp(
             settings, args.dataset, args.org, kind=args.mode, spec=args.spec, actor=args.actor

@@ -10,9 +10,10 @@
 
 How it stays fast and keeps OpenDP's guarantee. OpenDP's Context API compiles a Polars
 plan with DP plugins and searches its noise scale on every query (0.6-0.8 s on 2M rows).
-Here the rows are aggregated by one plain Polars query doing the same per-row work
+Here the rows are aggregated by plain Polars queries doing the same per-row work
 (filters, truncation per identifier, clamping, nulls at the midpoint, join onto public
-keys), and only the resulting integers go through OpenDP measurements: the same
+keys) in bounded memory (:mod:`lab.dp.aggregate`, the one step another engine can take
+over), and only the resulting integers go through OpenDP measurements: the same
 mechanisms, sensitivities and noise samplers, calibrated with the same scale search
 (:mod:`lab.dp.calibrate`). The unit tests check that the scales and thresholds equal
 those of ``Context.summarize()`` and that OpenDP's privacy map at the unit is the ε
@@ -21,7 +22,8 @@ asked for.
 Modules: :mod:`~lab.dp.query` (the query model, canonical text),
 :mod:`~lab.dp.builder` (fluent builder), :mod:`~lab.dp.plan` (checks against the schema
 and public keys; sensitivities), :mod:`~lab.dp.calibrate` (OpenDP measurements and
-scales), :mod:`~lab.dp.execute` (Polars aggregates, noise), :mod:`~lab.dp.engine`
+scales), :mod:`~lab.dp.aggregate` (exact aggregates, the
+:class:`~lab.dp.aggregate.Aggregator` interface), :mod:`~lab.dp.execute` (noise), :mod:`~lab.dp.engine`
 (:func:`preview`, :func:`release`).
 """
 

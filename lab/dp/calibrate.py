@@ -102,13 +102,28 @@ def noisy_min(scores: dp.Transformation, scale: float) -> dp.Measurement:
     )
 
 
+def score_constants(alpha: float) -> tuple[int, int, int]:
+    """``(num, den, size_limit)`` of OpenDP's quantile scores for vectors of unknown size.
+
+    OpenDP takes ``alpha``'s exact fraction when its denominator is below 10,000, else
+    ``num = trunc(alpha · 10,000)`` over 10,000; counts are capped at ``u64::MAX // den``.
+    """
+    exact = Fraction(alpha)
+    if exact.denominator < 10_000:
+        num, den = exact.numerator, exact.denominator
+    else:
+        num, den = int(alpha * 10_000.0), 10_000
+    return num, den, (2**64 - 1) // den
+
+
 @lru_cache(maxsize=512)
-def quantile_measurement(
-    candidates: tuple[Any, ...], alpha: float, integer: bool, scale: float
-) -> dp.Measurement:
-    """Scores then noisy min over one group's column: returns the index of the chosen candidate."""
-    scores = quantile_scores(candidates, alpha, integer)
-    return scores >> noisy_min(scores, scale)
+def quantile_noise(candidates: tuple[Any, ...], alpha: float, integer: bool, scale: float) -> dp.Measurement:
+    """The second half of OpenDP's quantile mechanism ``quantile_scores(...) >> noisy min``.
+
+    :mod:`lab.dp.execute` computes the scores from cell counts (equal to the transformation's
+    output) and passes them to this measurement.
+    """
+    return noisy_min(quantile_scores(candidates, alpha, integer), scale)
 
 
 @dataclass(frozen=True)

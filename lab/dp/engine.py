@@ -25,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from lab.dp.aggregate import Aggregator
 from lab.dp.calibrate import ALPHA, Calibration, calibrate, discrete_laplace_accuracy
 from lab.dp.execute import run
 from lab.dp.plan import Plan, resolve
@@ -179,13 +180,15 @@ def release(
     alpha: float = ALPHA,
     *,
     before_read: Callable[[], None] | None = None,
+    aggregator: Aggregator | None = None,
 ) -> Release:
     """Run ``query`` on ``frame`` and return the noisy result (the caller has reserved the budget).
 
     ``meta`` carries the public keys and row bound from the dataset policy; without it only
     the frame's schema is known (groups then need explicit keys or delta). ``before_read``
     is called once every check that needs no row has passed, just before the first row is
-    read: the ledger charges a failure after it and refunds one before it.
+    read: the ledger charges a failure after it and refunds one before it. ``aggregator``
+    computes the exact aggregates (default: :class:`~lab.dp.aggregate.PolarsAggregator`).
     """
     meta = meta if meta is not None else FrameMeta.from_lazyframe(frame)
     schema = frame.collect_schema()
@@ -197,7 +200,7 @@ def release(
     plan, cal, prev = _plan(query, meta, alpha)
     if before_read is not None:
         before_read()
-    rows = _finish(plan, prev, run(plan, cal, frame))
+    rows = _finish(plan, prev, run(plan, cal, frame, aggregator))
     return Release(prev.query, plan.key_columns, rows, prev, digest=result_digest(prev, rows))
 
 
@@ -227,6 +230,28 @@ def _mean_row(plan: Plan, prev: Preview, row: dict[str, Any]) -> dict[str, Any]:
     ]
     out.update(value=noisy_sum / noisy_len, ci=(max(corners) - min(corners)) / 2, suppressed=False)
     return out
+
+
+def mean_accuracy(
+    sum_scale: float, count_scale: float, alpha: float, bounds: tuple[float, float], rows: int
+) -> float | None:
+    """Half-width of a mean's interval for a group of ``rows`` rows, before the query runs.
+
+    The same interval a released mean gets (both noises at ``alpha / 2``, the corners of
+    sum ± and count ±), taken at the worst true mean within ``bounds``: it uses only the
+    preview's public figures, never the data. None when such a group would be suppressed.
+    """
+    sum_acc = discrete_laplace_accuracy(sum_scale, alpha / 2)
+    count_acc = discrete_laplace_accuracy(count_scale, alpha / 2)
+    if rows - count_acc < MIN_MEAN_ROWS:
+        return None
+    widths = []
+    for mean in bounds:
+        corners = [
+            (mean * rows + ds) / (rows + dn) for ds in (-sum_acc, sum_acc) for dn in (-count_acc, count_acc)
+        ]
+        widths.append((max(corners) - min(corners)) / 2)
+    return max(widths)
 
 
 def result_digest(prev: Preview, rows: tuple[dict[str, Any], ...]) -> str:

@@ -1,117 +1,43 @@
-"""Run a plan: the exact aggregate with Polars, then noise from OpenDP's measurements.
+"""Run a plan: the exact aggregate (:mod:`lab.dp.aggregate`), then noise from OpenDP's measurements.
 
-The expensive part, scanning the rows, is one Polars query with the same per-row
-transformations as OpenDP's Context API: row filters; at most ``max_rows`` rows per
-identifier (the first ones, like ``truncate_per_group(k, keep="first")``); values
-clamped into the bounds with nulls imputed at the midpoint (as ``.dp.sum`` does); a left
-join onto the public keys (as ``.with_keys``). The few resulting integers go through the
-OpenDP measurement that :mod:`lab.dp.calibrate` built: noise comes from OpenDP's
-samplers only.
+The expensive part, scanning the rows, is the :class:`~lab.dp.aggregate.Aggregator`'s, with
+the same per-row transformations as OpenDP's Context API: row filters; at most
+``max_rows`` rows per identifier (the first ones, like ``truncate_per_group(k,
+keep="first")``); values clamped into the bounds with nulls imputed at the midpoint (as
+``.dp.sum`` does); a left join onto the public keys (as ``.with_keys``). The few resulting
+integers go through the OpenDP measurement that :mod:`lab.dp.calibrate` built: noise
+comes from OpenDP's samplers only.
+
+Quantiles. OpenDP's ``make_quantile_score_candidates`` scores candidate ``c`` on ``n``
+values as ``|den · min(#(x < c), L) − num · min(n − #(x = c), L)|`` (``alpha = num / den``,
+:func:`~lab.dp.calibrate.score_constants`). Those counts come from the aggregator's cell
+counts, so the scores are computed here from a few hundred integers and go through the
+same report-noisy-min measurement (:func:`~lab.dp.calibrate.quantile_noise`) that follows
+OpenDP's score transformation in its quantile mechanism. The unit tests
+check the scores against OpenDP's transformation on random data with ties.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from lab.dp.calibrate import Calibration, LaplaceStat, ThresholdStat, laplace_threshold, laplace_vector
-from lab.dp.calibrate import quantile_measurement as quantile_mechanism
-from lab.dp.plan import Plan, bin_labels, key_dtype
-from lab.dp.query import Filter
+from lab.dp.aggregate import CELL, Aggregator, PolarsAggregator
+from lab.dp.calibrate import (
+    Calibration,
+    LaplaceStat,
+    ThresholdStat,
+    laplace_threshold,
+    laplace_vector,
+    quantile_noise,
+    score_constants,
+)
+from lab.dp.plan import Plan
 
 Row = dict[str, Any]
-VALUE = "__dp_clamped_value"
-# Polars' streaming engine: as fast as the in-memory one here and a third of its memory on 10M rows.
-ENGINE: Final = "streaming"
-
-
-def filter_expr(f: Filter) -> pl.Expr:
-    """The Polars expression of one row filter."""
-    column = pl.col(f.column)
-    if f.value is None and f.op in ("==", "!="):
-        return column.is_null() if f.op == "==" else column.is_not_null()
-    ops = {
-        "==": lambda v: column == v,
-        "!=": lambda v: column != v,
-        "<": lambda v: column < v,
-        "<=": lambda v: column <= v,
-        ">": lambda v: column > v,
-        ">=": lambda v: column >= v,
-        "in": lambda v: column.is_in(list(v)),
-        "not in": lambda v: ~column.is_in(list(v)),
-    }
-    return ops[f.op](f.value)
-
-
-def prepare(plan: Plan, frame: pl.LazyFrame) -> pl.LazyFrame:
-    """Filters, truncation per identifier, text keys and histogram bins; still lazy."""
-    query = plan.query
-    lf = frame
-    for f in plan.filters:  # values already in the columns' types (lab.dp.plan)
-        lf = lf.filter(filter_expr(f))
-    unit = query.unit
-    if unit.identifier:
-        lf = lf.filter(pl.int_range(pl.len()).over(unit.identifier) < unit.max_rows)
-    schema = lf.collect_schema()
-    casts = [pl.col(c).cast(pl.String) for c in plan.key_columns if key_dtype(schema[c]) != schema[c]]
-    if plan.bin_edges is not None:
-        column = query.aggregate.column or ""
-        labels = list(bin_labels(plan.bin_edges))
-        casts.append(
-            pl.col(column).cut(list(plan.bin_edges), labels=labels, left_closed=True).cast(pl.String)
-        )
-    return lf.with_columns(casts) if casts else lf
-
-
-def _midpoint(lower: int, upper: int) -> int:
-    """(lower + upper) / 2 rounded toward zero: the value OpenDP imputes for nulls in a sum."""
-    total = lower + upper
-    return total // 2 if total >= 0 else -((-total) // 2)
-
-
-def _with_clamped(plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Add the clamped, null-imputed value column (before grouping: faster than inside ``agg``)."""
-    if plan.bounds is None:
-        return lf
-    lower, upper = plan.bounds
-    column = pl.col(plan.query.aggregate.column or "").cast(pl.Int64, strict=False)
-    return lf.with_columns(column.clip(lower, upper).fill_null(_midpoint(lower, upper)).alias(VALUE))
-
-
-def _aggregations(plan: Plan) -> list[pl.Expr]:
-    kind = plan.query.aggregate.kind
-    length = pl.len().cast(pl.Int64)
-    if kind in ("count", "histogram"):
-        return [length.alias("count")]
-    exprs = [pl.col(VALUE).sum().alias("sum")]
-    return [*exprs, length.alias("len")] if kind == "mean" else exprs
-
-
-def keys_frame(plan: Plan, schema: pl.Schema) -> pl.DataFrame:
-    """The public keys as a frame whose column types match the prepared data."""
-    keys = plan.keys or ()
-    data = {c: [key[i] for key in keys] for i, c in enumerate(plan.key_columns)}
-    return pl.DataFrame(data, schema={c: schema[c] for c in plan.key_columns})
-
-
-def exact_table(plan: Plan, lf: pl.LazyFrame) -> pl.DataFrame:
-    """Exact counts / clamped sums per group (every public key present, zero when empty)."""
-    exprs = _aggregations(plan)
-    lf = _with_clamped(plan, lf)
-    if not plan.grouped:
-        return lf.select(exprs).collect(engine=ENGINE)
-    grouped = lf.group_by(list(plan.key_columns)).agg(exprs)
-    if plan.keys is None:
-        return grouped.collect(engine=ENGINE)
-    names = [e.meta.output_name() for e in exprs]
-    keys = keys_frame(plan, lf.collect_schema()).lazy()
-    joined = keys.join(
-        grouped, on=list(plan.key_columns), how="left", nulls_equal=True, maintain_order="left"
-    )
-    return joined.with_columns(pl.col(names).fill_null(0)).collect(engine=ENGINE)
 
 
 def _key_rows(plan: Plan, table: pl.DataFrame) -> list[Row]:
@@ -147,36 +73,57 @@ def noisy_released(plan: Plan, calibration: Calibration, table: pl.DataFrame) ->
     return [{**by_label[label], "count": int(noisy[label])} for label in sorted(noisy)]
 
 
-def noisy_quantiles(plan: Plan, calibration: Calibration, lf: pl.LazyFrame) -> list[Row]:
-    """OpenDP's quantile mechanism on each group's column."""
+def quantile_scores_from_cells(
+    cells: np.ndarray, counts: np.ndarray, candidates: int, alpha: float
+) -> list[int]:
+    """OpenDP's quantile scores of one group from its cell counts (see the module docstring).
+
+    A value in cell ``2i`` lies between candidates ``i - 1`` and ``i``; in cell ``2i + 1``
+    it equals candidate ``i``. ``counts`` holds how many values each cell has.
+    """
+    num, den, limit = score_constants(alpha)
+    per_cell = [0] * (2 * candidates + 1)
+    for cell, count in zip(cells.tolist(), counts.tolist(), strict=True):
+        per_cell[cell] += count
+    n = sum(per_cell)
+    scores, below = [], 0
+    for j in range(candidates):
+        below += per_cell[2 * j]  # values < candidate j
+        equal = per_cell[2 * j + 1]
+        scores.append(abs(den * min(below, limit) - num * min(n - equal, limit)))
+        below += equal
+    return scores
+
+
+def noisy_quantiles(plan: Plan, calibration: Calibration, cells: pl.DataFrame) -> list[Row]:
+    """OpenDP's report-noisy-min over each group's quantile scores."""
     agg = plan.query.aggregate
-    column = agg.column or ""
-    dtype = pl.Int64 if plan.integer else pl.Float64
-    data = lf.select([*plan.key_columns, pl.col(column).cast(dtype, strict=False)]).drop_nulls(column)
-    if not plan.integer:
-        data = data.filter(pl.col(column).is_not_nan())
-    frame = data.collect(engine=ENGINE)
     candidates = plan.candidates or ()
-    mechanism = quantile_mechanism(candidates, float(agg.alpha or 0.0), plan.integer, calibration.scales[0])
-    if not plan.grouped:
-        return [{agg.label: candidates[mechanism(frame[column].to_numpy(writable=True))]}]
-    parts = frame.partition_by(list(plan.key_columns), as_dict=True, include_key=False)
-    empty = np.empty(0, dtype=np.int64 if plan.integer else np.float64)
+    alpha = float(agg.alpha or 0.0)
+    mechanism = quantile_noise(candidates, alpha, plan.integer, calibration.scales[0])
+    columns = list(plan.key_columns)
+    groups: dict[tuple[Any, ...], pl.DataFrame] = (
+        {(): cells} if not columns else cells.partition_by(columns, as_dict=True, include_key=False)
+    )
+    empty = pl.DataFrame({CELL: [], "count": []}, schema={CELL: pl.UInt32, "count": pl.Int64})
     rows = []
-    for key in plan.keys or ():
-        values = parts[key][column].to_numpy(writable=True) if key in parts else empty
-        rows.append(
-            {**dict(zip(plan.key_columns, key, strict=True)), agg.label: candidates[mechanism(values)]}
+    for key in plan.keys or ((),):
+        part = groups.get(key, empty)
+        scores = quantile_scores_from_cells(
+            part[CELL].to_numpy(), part["count"].to_numpy(), len(candidates), alpha
         )
+        choice = candidates[mechanism(scores)]
+        rows.append({**dict(zip(columns, key, strict=True)), agg.label: choice})
     return rows
 
 
-def run(plan: Plan, calibration: Calibration, frame: pl.LazyFrame) -> list[Row]:
+def run(
+    plan: Plan, calibration: Calibration, frame: pl.LazyFrame, aggregator: Aggregator | None = None
+) -> list[Row]:
     """Noisy rows: the key columns and one field per statistic (``count``, ``sum``, ``len``, quantile)."""
-    lf = prepare(plan, frame)
+    table = (aggregator or PolarsAggregator()).aggregate(plan, frame)
     if plan.candidates is not None:
-        return noisy_quantiles(plan, calibration, lf)
-    table = exact_table(plan, lf)
+        return noisy_quantiles(plan, calibration, table)
     if plan.released:
         return noisy_released(plan, calibration, table)
     return noisy_laplace(plan, calibration, table)

@@ -79,7 +79,7 @@ def plan_extract(kind: str, spec: Any, table: TableLike, policy: Policy) -> Plan
     if kind == "dp-synthetic":
         return plan_synthetic(spec, table, policy)
     raise ConfigError(
-        f"unknown DP extract kind {kind!r}; use one of {', '.join(KINDS)} / 未知的差分隐私提取类型",
+        f"unknown DP extract kind {kind!r}; use one of {', '.join(KINDS)} (未知的 DP 数据产品类型)",
         reason="dpx-kind",
     )
 

@@ -149,7 +149,9 @@ def load_spec(source: Spec | Mapping[str, Any] | str | Path, kind: str | None = 
         elif spec_kind == "dp-synthetic":
             spec = parse_synthetic_spec(data, origin)
         else:
-            raise origin.error(("kind",), f"unknown kind {spec_kind!r}; use dp-table or dp-synthetic")
+            raise origin.error(
+                ("kind",), f"unknown kind {spec_kind!r}; use dp-table or dp-synthetic (未知的规格类型)"
+            )
     if kind is not None and spec.kind != kind:
         raise spec.source.error(("kind",), f"this is a {spec.kind} spec, not a {kind} one / 规格类型不符")
     return spec
@@ -160,7 +162,9 @@ def _postprocess(value: Any, base: PostProcess, source: Source, where: Where, wh
         return base
     if not isinstance(value, Mapping):
         raise source.error(
-            where, f"{what}: postprocess is a mapping, e.g. {{clamp: true, suppress_below: 10}}"
+            where,
+            f"{what}: postprocess is a mapping, e.g. {{clamp: true, suppress_below: 10}} (postprocess "
+            "须为映射)",
         )
     check_keys(value, POSTPROCESS_KEYS, source, where, what)
     out = dict(base.__dict__)
@@ -168,7 +172,9 @@ def _postprocess(value: Any, base: PostProcess, source: Source, where: Where, wh
         out["round"] = int_at_least(value["round"], source, (*where, "round"), f"{what}: round", 1)
     if "clamp" in value:
         if not isinstance(value["clamp"], bool):
-            raise source.error((*where, "clamp"), f"{what}: clamp must be true or false")
+            raise source.error(
+                (*where, "clamp"), f"{what}: clamp must be true or false (clamp 只能是 true 或 false)"
+            )
         out["clamp"] = value["clamp"]
     if "suppress_below" in value:
         below = value["suppress_below"]
@@ -199,7 +205,12 @@ def _bounds(value: Any, source: Source, where: Where, what: str) -> tuple[int, i
 def _table(data: Any, index: int, defaults: PostProcess, source: Source) -> TableSpec:
     where: Where = ("tables", index)
     if not isinstance(data, Mapping):
-        raise source.error(where, f"tables[{index}] must be a mapping with name, group_by and statistic")
+        raise source.error(
+            where,
+            f"tables[{index}] must be a mapping with name, group_by and statistic (每张表须包含 "
+            "name、group_by 和 "
+            "statistic)",
+        )
     name = data.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         raise source.error(
@@ -212,7 +223,8 @@ def _table(data: Any, index: int, defaults: PostProcess, source: Source) -> Tabl
     statistic = data.get("statistic", "count")
     if statistic not in STATISTICS:
         raise source.error(
-            (*where, "statistic"), f"{what}: statistic must be count or sum, got {statistic!r}"
+            (*where, "statistic"),
+            f"{what}: statistic must be count or sum, got {statistic!r} (统计量只能是 count 或 sum)",
         )
     column, bounds = data.get("column"), None
     if statistic == "sum":
@@ -236,13 +248,17 @@ def _age_band(value: Any, source: Source) -> AgeBand:
     if value is None:
         return AgeBand()
     if not isinstance(value, Mapping):
-        raise source.error(("age_band",), "age_band is a mapping, e.g. {width: 5, top: 85}")
+        raise source.error(
+            ("age_band",), "age_band is a mapping, e.g. {width: 5, top: 85} (age_band 须为映射)"
+        )
     check_keys(value, ("width", "top"), source, ("age_band",), "age_band")
     width = int_at_least(value.get("width", 5), source, ("age_band", "width"), "age_band width", 1)
     top = int_at_least(value.get("top", 85), source, ("age_band", "top"), "age_band top", 1)
     if top % width or top > 150:
         raise source.error(
-            ("age_band",), f"age_band top ({top}) must be a multiple of width ({width}), at most 150"
+            ("age_band",),
+            f"age_band top ({top}) must be a multiple of width ({width}), at most 150 "
+            "(上限须为宽度的整数倍，最大 150)",
         )
     return AgeBand(width, top)
 
@@ -252,7 +268,9 @@ def _check_postprocess_refs(tables: Sequence[TableSpec], source: Source) -> None
     for table in tables:
         post, what = table.postprocess, f"table '{table.name}'"
         if table.statistic == "count" and post.count_table is not None:
-            raise source.error(table.where, f"{what}: count_table is only for sum tables")
+            raise source.error(
+                table.where, f"{what}: count_table is only for sum tables (count_table 只用于求和表)"
+            )
         if table.statistic == "sum" and post.suppress_below is not None:
             ref = by_name.get(post.count_table or "")
             if ref is None or ref.statistic != "count" or set(ref.group_by) != set(table.group_by):
@@ -264,7 +282,8 @@ def _check_postprocess_refs(tables: Sequence[TableSpec], source: Source) -> None
                 )
         if table.statistic == "sum" and post.clamp and table.bounds is not None and table.bounds[0] < 0:
             raise source.error(
-                table.where, f"{what}: clamp needs a lower bound >= 0 (the true sum may be negative)"
+                table.where,
+                f"{what}: clamp needs a lower bound >= 0 (the true sum may be negative) (截断需要下界 ≥ 0)",
             )
 
 
@@ -295,7 +314,10 @@ def parse_tables_spec(data: Mapping[str, Any], source: Source | None = None) -> 
         )
     alpha = data.get("alpha", 0.05)
     if not is_number(alpha) or not 0 < alpha < 1:
-        raise source.error(("alpha",), f"alpha must be in (0, 1), e.g. 0.05 for 95% intervals; got {alpha!r}")
+        raise source.error(
+            ("alpha",),
+            f"alpha must be in (0, 1), e.g. 0.05 for 95% intervals; got {alpha!r} (alpha 须在 0 到 1 之间)",
+        )
     dataset = data.get("dataset")
     return TablesSpec(
         tables=tables,

@@ -99,7 +99,10 @@ def public_keys(value: Any, source: Source) -> dict[str, tuple[Any, ...]]:
     keys = {}
     for column, values in value.items():
         if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
-            raise source.error(("keys", column), f"keys of '{column}' must be a list of distinct values")
+            raise source.error(
+                ("keys", column),
+                f"keys of '{column}' must be a list of distinct values (须为互不相同的值的列表)",
+            )
         keys[str(column)] = tuple(values)
     return keys
 
@@ -107,5 +110,7 @@ def public_keys(value: Any, source: Source) -> dict[str, tuple[Any, ...]]:
 def int_at_least(value: Any, source: Source, where: Where, what: str, minimum: int) -> int:
     """An integer (not a bool) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise source.error(where, f"{what} must be an integer >= {minimum}, got {value!r}")
+        raise source.error(
+            where, f"{what} must be an integer >= {minimum}, got {value!r} (须为不小于 {minimum} 的整数)"
+        )
     return value

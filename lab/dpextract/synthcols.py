@@ -50,11 +50,11 @@ def _encoder(
     source = spec.source
     if name in spec.bins:
         if not dtype.is_numeric():
-            raise source.error(("bins", name), f"bins: '{name}' is {dtype}, not a number")
+            raise source.error(("bins", name), f"bins: '{name}' is {dtype}, not a number (不是数值字段)")
         return Binned(name, spec.bins[name], dtype)
     if name in spec.years:
         if not dtype.is_temporal():
-            raise source.error(("years", name), f"years: '{name}' is {dtype}, not a date")
+            raise source.error(("years", name), f"years: '{name}' is {dtype}, not a date (不是日期字段)")
         first, last = spec.years[name]
         return Years(name, first, last, dtype, policy.domains.reference_date)
     if name in keys:

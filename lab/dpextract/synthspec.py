@@ -65,13 +65,18 @@ def _marginals(value: Any, source: Source) -> tuple[tuple[str, ...], ...] | None
         return None
     if not isinstance(value, list) or not value:
         raise source.error(
-            ("marginals",), "marginals is 'all-pairs' or a list like [[sex, birth_date], [district]]"
+            ("marginals",),
+            "marginals is 'all-pairs' or a list like [[sex, birth_date], [district]] (边际分布须为 "
+            "all-pairs 或列表)",
         )
     out = []
     for i, item in enumerate(value):
         columns = str_list(item, source, ("marginals", i), f"marginals[{i}]")
         if len(columns) > 2:
-            raise source.error(("marginals", i), f"marginals[{i}]: one- and two-way marginals only")
+            raise source.error(
+                ("marginals", i),
+                f"marginals[{i}]: one- and two-way marginals only (只支持一维和二维边际分布)",
+            )
         out.append(columns)
     return tuple(out)
 
@@ -81,14 +86,17 @@ def _bins(value: Any, source: Source) -> dict[str, tuple[float, ...]]:
         return {}
     if not isinstance(value, Mapping):
         raise source.error(
-            ("bins",), "bins maps a numeric column to its public edges, e.g. {water_m3: [0, 5, 10, 50]}"
+            ("bins",),
+            "bins maps a numeric column to its public edges, e.g. {water_m3: [0, 5, 10, 50]} (bins "
+            "须把数值字段映射到公开的分箱边界)",
         )
     out = {}
     for column, edges in value.items():
         ok = isinstance(edges, list) and len(edges) >= 2 and all(is_number(e) for e in edges)
         if not ok or any(a >= b for a, b in zip(edges, edges[1:], strict=False)):
             raise source.error(
-                ("bins", column), f"bins of '{column}' must be at least two increasing numbers"
+                ("bins", column),
+                f"bins of '{column}' must be at least two increasing numbers (至少需要两个递增的数)",
             )
         out[str(column)] = tuple(float(e) for e in edges)
     return out
@@ -99,7 +107,9 @@ def _years(value: Any, source: Source) -> dict[str, tuple[int, int]]:
         return {}
     if not isinstance(value, Mapping):
         raise source.error(
-            ("years",), "years maps a date column to [first, last] years, e.g. {founded_date: [1990, 2025]}"
+            ("years",),
+            "years maps a date column to [first, last] years, e.g. {founded_date: [1990, 2025]} (years "
+            "须把日期字段映射到 [起始年, 结束年])",
         )
     out = {}
     for column, span in value.items():
@@ -107,7 +117,9 @@ def _years(value: Any, source: Source) -> dict[str, tuple[int, int]]:
         ok = ok and all(isinstance(y, int) and not isinstance(y, bool) for y in span)
         if not ok or not 1 <= span[1] - span[0] + 1 <= 500:
             raise source.error(
-                ("years", column), f"years of '{column}' must be [first, last] with first <= last"
+                ("years", column),
+                f"years of '{column}' must be [first, last] with first <= last (须为 [起始年, "
+                "结束年]，且起始年不大于结束年)",
             )
         out[str(column)] = (span[0], span[1])
     return out

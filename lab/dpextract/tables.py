@@ -161,7 +161,8 @@ def _checked_columns(
             check_column(t.column, policy, table, what, source, (*t.where, "column"))
             if t.column in t.group_by or t.column == "age_band":
                 raise source.error(
-                    (*t.where, "column"), f"{what}: cannot sum '{t.column}', a grouping column"
+                    (*t.where, "column"),
+                    f"{what}: cannot sum '{t.column}', a grouping column (分组字段不能求和)",
                 )
 
 

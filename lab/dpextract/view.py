@@ -95,7 +95,9 @@ def check_column(
     if column in table.columns or column in DERIVED:
         if column == "age_band" and "birth_year" not in table.columns:
             raise source.error(
-                where, f"{what}: age_band is derived from birth_year, which '{policy.dataset}' does not have"
+                where,
+                f"{what}: age_band is derived from birth_year, which '{policy.dataset}' does not have "
+                "(该数据集没有 birth_year 字段)",
             )
         if column == "age_band" and policy.domains.reference_date is None:
             raise source.error(
@@ -138,7 +140,9 @@ def public_domains(
     for column, values in declared.items():
         check_column(column, policy, table, "keys", source, ("keys", column))
         if column in DERIVED:
-            raise source.error(("keys", column), f"keys: '{column}' is derived; its keys are fixed")
+            raise source.error(
+                ("keys", column), f"keys: '{column}' is derived; its keys are fixed (派生字段的取值是固定的)"
+            )
         keys[column] = values
     return keys
 

@@ -3,7 +3,8 @@
 Every ``/api`` call carries ``Authorization: Bearer <Keycloak access token>``. Errors come
 back as ``{"error": {"reason": ..., "message": ...}}`` with a status that says what kind
 of failure it was: 400 bad query, 401 not authenticated, 403 not allowed (no grant,
-wrong role, budget exhausted), 404 unknown dataset or column.
+wrong role, budget exhausted), 404 unknown dataset or column, 429 busy (too many heavy
+queries at once: ``Retry-After`` says when to try again; nothing was charged).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
+from lab.dp import sql as dpsql
 from lab.errors import (
     AccessDenied,
     BudgetExhausted,
+    Busy,
     ConfigError,
     LabError,
     NotAuthenticated,
@@ -41,11 +44,22 @@ STATUS: list[tuple[type[LabError], int]] = [
     (AccessDenied, 403),
     (NotFound, 404),
     (ConfigError, 400),
+    (Busy, 429),
 ]
 
 
 def _status(exc: LabError) -> int:
     return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
+
+
+def error_response(exc: LabError) -> JSONResponse:
+    """``{"error": {"reason", "message"}}`` with the status of its kind; busy adds ``Retry-After``."""
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, NotAuthenticated) else None
+    error: dict[str, Any] = {"reason": exc.reason, "message": exc.message}
+    if isinstance(exc, Busy):
+        headers = {"Retry-After": str(exc.retry_after)}
+        error.update(position=exc.position, retry_after=exc.retry_after)
+    return JSONResponse({"error": error}, status_code=_status(exc), headers=headers)
 
 
 Who = Annotated[Caller, Depends(request_caller)]
@@ -75,12 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(LabError)
     async def lab_error(request: Request, exc: LabError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, NotAuthenticated) else None
-        return JSONResponse(
-            {"error": {"reason": exc.reason, "message": exc.message}},
-            status_code=_status(exc),
-            headers=headers,
-        )
+        return error_response(exc)
 
     inputs.install(app)
     router = APIRouter(prefix=PREFIX)
@@ -109,6 +118,18 @@ def create_app(settings: Settings) -> FastAPI:
         released = jsonable_encoder(gateway.run(who, checked(who, Kind.DP_QUERY, inputs.query, body)))
         app.state.governance.airlock.keep(who.org, released)  # what the airlock may release later
         return JSONResponse(released)
+
+    @router.post("/api/sql")
+    def sql(who: Who, body: dict[str, Any]) -> Any:
+        """One SELECT as a DP query: its preview, or with ``"release": true`` its result (charged)."""
+        request = checked(who, Kind.DP_QUERY, inputs.sql, body)
+        who.require("analyst")
+        query = checked(who, Kind.DP_QUERY, inputs.query, dpsql.request_query(request))
+        if not request.get("release"):
+            return {"query": query, "preview": gateway.preview(who, query)}
+        released = jsonable_encoder(gateway.run(who, query))
+        app.state.governance.airlock.keep(who.org, released)
+        return JSONResponse({**released, "query": query})
 
     @router.post("/api/extracts/preview")
     def extract_preview(who: Who, body: dict[str, Any]) -> dict[str, Any]:

@@ -95,13 +95,19 @@ def check_hub_token(model: dict[str, Any], owner: str) -> None:
     """NotAuthenticated unless the hub's token ``model`` is one the gateway accepts for ``owner``."""
     created, expires = _time(model.get("created")), _time(model.get("expires_at"))
     if model.get("user") != owner:
-        raise _refused("it does not belong to the user it names", "hub-token-foreign")
+        raise _refused(
+            "it does not belong to the user it names (令牌不属于其所称的用户)", "hub-token-foreign"
+        )
     if expires is None or created is None:
-        raise _refused("it never expires", "hub-token-no-expiry")
+        raise _refused("it never expires (令牌没有有效期)", "hub-token-no-expiry")
     if (expires - created).total_seconds() > HUB_TOKEN_MAX_SECONDS + _SLACK_SECONDS:
-        raise _refused("it lives longer than the lab allows", "hub-token-too-long")
+        raise _refused(
+            "it lives longer than the lab allows (有效期超过实验室允许的上限)", "hub-token-too-long"
+        )
     if str(model.get("note") or "").startswith(_FOREIGN_NOTES):
-        raise _refused("it was requested by someone else on its owner's behalf", "hub-token-foreign")
+        raise _refused(
+            "it was requested by someone else on its owner's behalf (令牌由他人代为申请)", "hub-token-foreign"
+        )
 
 
 class HubTokenVerifier:
@@ -128,16 +134,22 @@ class HubTokenVerifier:
             who = response.json()
             name, token_id = str(who.get("name") or ""), who.get("token_id")
             if who.get("kind") != "user" or not name or not token_id:
-                raise _refused("it is not a user's API token", "hub-token-kind")
+                raise _refused("it is not a user's API token (不是用户的 API 令牌)", "hub-token-kind")
             entry = httpx.get(
                 f"{self.api}/users/{quote(name, safe='')}/tokens/{quote(str(token_id), safe='')}",
                 headers=headers,
                 timeout=10,
             )
         except httpx.HTTPError:
-            raise NotAuthenticated("The hub could not be asked about this token; try again.") from None
+            raise NotAuthenticated(
+                "The hub could not be asked about this token; try again. / 暂时无法向 Hub "
+                "核实该令牌，请重试。"
+            ) from None
         if entry.status_code != 200:
-            raise _refused("it cannot show the hub its own expiry (restricted scopes)", "hub-token-opaque")
+            raise _refused(
+                "it cannot show the hub its own expiry (restricted scopes; 权限范围受限，无法核实有效期)",
+                "hub-token-opaque",
+            )
         check_hub_token(entry.json(), name)
         if len(self._cache) >= self.max_cached:
             self._cache.clear()
@@ -160,7 +172,7 @@ class TokenVerifier:
 
     def __init__(self, settings: Settings, directory: Directory | None = None) -> None:
         self.issuer = settings.issuer
-        self._jwks = jwt.PyJWKClient(f"{settings.issuer}/protocol/openid-connect/certs", lifespan=300)
+        self._jwks = jwt.PyJWKClient(f"{settings.oidc_internal}/certs", lifespan=300)
         self.hub = HubTokenVerifier(settings)
         self.directory = directory or Directory(settings)
 

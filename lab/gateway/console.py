@@ -41,6 +41,7 @@ from lab.validate import InvalidInput
 KINDS = sorted(
     {v for k, v in vars(Kind).items() if k.isupper()}
     | {"expire", "export-review", "export-revoke", "export-download", "audit-seal", "anchor-reset"}
+    | {"export-comment", "export-withdraw", "export-view"}
     | {"budget-limits", "budget-agreement"}
     | {"org-add", "org-suspend", "org-remove", "org-member-add"}
     | {"dataset-import", "dataset-accept"}
@@ -291,7 +292,7 @@ def router(console: Console) -> APIRouter:
             pending=[a for a in applications if a["state"] == "pending"],
             decided=[a for a in applications if a["state"] != "pending"][:30],
             grants=gov.grants(who),
-            exports=gov.exports(who),
+            to_check=len(gov.exports(who, "pending")) + len(gov.exports(who, "held")),
             catalogue=gov.catalogue(who, q),
             q=q,
         )
@@ -310,16 +311,6 @@ def router(console: Console) -> APIRouter:
     async def revoke(request: Request, session: Operator, item: str) -> Response:
         form = await console.form(request, session)
         return await console.act("operator", lambda: gov.revoke(session.caller, item, form))
-
-    @pages.post("/operator/exports/{item}/review")
-    async def review(request: Request, session: Operator, item: str) -> Response:
-        form = await console.form(request, session)
-        return await console.act("operator", lambda: gov.review_export(session.caller, item, form))
-
-    @pages.post("/operator/exports/{item}/revoke")
-    async def revoke_export(request: Request, session: Operator, item: str) -> Response:
-        form = await console.form(request, session)
-        return await console.act("operator", lambda: gov.revoke_export(session.caller, item, form))
 
     @pages.get("/exports/{item}/download")
     def download(session: Reader, item: str) -> Response:

@@ -85,6 +85,23 @@ def router(gov: Governance, sink: AuditSink) -> APIRouter:
     def download(who: Who, export_id: str) -> Response:
         return attachment(*gov.download_export(who, export_id, via="api"))
 
+    @api.get("/api/exports/{export_id}")
+    def export_detail(who: Who, export_id: str) -> dict[str, Any]:
+        """An export with its versions, reviewers' decisions and comments (operators: and content)."""
+        return gov.export_detail(who, export_id, via="api")
+
+    @api.post("/api/exports/{export_id}/withdraw")
+    def withdraw_export(who: Who, export_id: str) -> dict[str, Any]:
+        return gov.withdraw_export(who, export_id)
+
+    @api.post("/api/exports/{export_id}/resubmit")
+    def resubmit_export(who: Who, export_id: str, body: JsonBody = None) -> dict[str, Any]:
+        return gov.resubmit_export(who, export_id, inputs.export(body))
+
+    @api.post("/api/exports/{export_id}/comments")
+    def reply(who: Who, export_id: str, body: JsonBody = None) -> dict[str, Any]:
+        return gov.comment_export(who, export_id, checked(body))
+
     # --- operators --------------------------------------------------------------------
     @api.get("/api/operator/applications")
     def queue(who: Operator, state: str | None = None) -> list[dict[str, Any]]:
@@ -122,6 +139,20 @@ def router(gov: Governance, sink: AuditSink) -> APIRouter:
     @api.get("/api/operator/exports")
     def all_exports(who: Operator, state: str | None = None) -> list[dict[str, Any]]:
         return gov.exports(who, state)
+
+    @api.get("/api/operator/exports/{export_id}")
+    def review_detail(who: Operator, export_id: str) -> dict[str, Any]:
+        """The export and its content as the reviewer sees it (recorded as an export-view)."""
+        return gov.export_detail(who, export_id, via="api")
+
+    @api.get("/api/operator/exports/{export_id}/file")
+    def review_file(who: Operator, export_id: str) -> Response:
+        """The file for a reviewer, before or after a decision (recorded as a review download)."""
+        return attachment(*gov.review_download(who, export_id, via="api"))
+
+    @api.post("/api/operator/exports/{export_id}/comments")
+    def comment(who: Operator, export_id: str, body: JsonBody = None) -> dict[str, Any]:
+        return gov.comment_export(who, export_id, checked(body))
 
     @api.post("/api/operator/exports/{export_id}/review")
     def review(who: Operator, export_id: str, body: JsonBody = None) -> dict[str, Any]:

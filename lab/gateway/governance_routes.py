@@ -21,7 +21,7 @@ from fastapi import APIRouter, FastAPI
 
 from lab import access, auditpkg
 from lab.gateway import console as console_pages
-from lab.gateway import console_import, console_orgs, governance_api
+from lab.gateway import console_airlock, console_import, console_orgs, governance_api
 from lab.gateway.guard import RoleGuard
 from lab.gateway.minio_audit import AuditSink
 from lab.gateway.origins import OriginGuard
@@ -81,7 +81,7 @@ def routes(app: FastAPI) -> APIRouter:
     app.state.governance = gov
     gov.profiles = app.state.gateway.profile
     app.state.sweeper = sweeper
-    sealer = auditpkg.Sealer(settings, ledger)
+    sealer = auditpkg.Sealer(settings, ledger, interval=settings.seal_interval_s)
     reservations = ReservationSweeper(ledger, timeout_s=settings.reservation_timeout_s)
 
     @asynccontextmanager
@@ -100,6 +100,7 @@ def routes(app: FastAPI) -> APIRouter:
     router = APIRouter(prefix=PREFIX, lifespan=lifespan)
     router.include_router(governance_api.router(gov, AuditSink(settings, ledger)))
     router.include_router(console_pages.router(console))
+    router.include_router(console_airlock.router(console, gov))
     onboarding = Onboarding(settings, Registry(ledger), app.state.verifier.directory)
     router.include_router(console_orgs.router(console, onboarding))
     imports = Imports(

@@ -227,6 +227,93 @@ TEXT: dict[str, tuple[str, str]] = {
         "Suspending revokes every grant of the organisation and ends every credential within 60 s; "
         "every record is kept.",
     ),
+    # --- the airlock's output checking (lab.gateway.console_airlock) ---
+    "export_review": ("导出审核", "Export checking"),
+    "export_check": ("导出审核：查看内容后决定", "Check an export: see the content, then decide"),
+    "my_export": ("我的导出申请", "My export request"),
+    "export_search": ("文件名、机构、申请人或用途", "file, organisation, requester or purpose"),
+    "filter_review": ("待审核（待审与已拦截）", "to check (pending and held)"),
+    "filter_all": ("全部", "all"),
+    "filter_pending": ("待审", "pending"),
+    "filter_held": ("已拦截", "held"),
+    "filter_approved": ("已批准", "approved"),
+    "filter_released": ("已放行（差分隐私结果）", "released (DP results)"),
+    "filter_returned": ("已退回修改", "sent back for changes"),
+    "filter_rejected": ("已驳回", "rejected"),
+    "filter_withdrawn": ("已撤回", "withdrawn"),
+    "returned": ("已退回修改", "changes requested"),
+    "superseded": ("已被新版本取代", "superseded by a new version"),
+    "approvals": ("批准人数", "Approvals"),
+    "two_checkers_hint": (
+        "每个导出须由两位（或策略要求的更多）不同的运营人员查看内容后批准，申请人本人不能审核；被拦截的导出越过检查批准时，每位审核人都须填写理由。",
+        "Each export needs the approval of two (or, if a policy asks, more) different operators who have "
+        "seen its content; the requester never reviews it; overriding a held export needs a reason from "
+        "each reviewer.",
+    ),
+    "open_review": ("查看并审核", "Open and check"),
+    "open": ("查看", "Open"),
+    "more_rows": ("另有未列出的记录：", "Not listed here:"),
+    "size": ("大小", "Size"),
+    "auto_checks": ("自动披露检查", "Automatic disclosure checks"),
+    "checks_passed": ("自动检查通过。", "The automatic checks passed."),
+    "checks_failed": (
+        "自动检查未通过（已拦截）：只能驳回、退回修改，或由每位审核人越过检查并说明理由。",
+        "The automatic checks failed (held): reject it, request changes, or each reviewer overrides "
+        "with a reason.",
+    ),
+    "content": ("文件内容", "Content"),
+    "flagged_row": ("自动检查标记的行", "a row the automatic checks flagged"),
+    "review_download": ("下载文件（审核用）", "Download the file (for review)"),
+    "download_recorded": ("每次查看和下载都会记入审计日志。", "Every view and download is in the audit log."),
+    "comments": ("意见", "Comments"),
+    "no_comments": ("暂无意见。", "No comments yet."),
+    "comment_on": ("对文件的意见：", "Comment on the file"),
+    "add_comment": ("添加意见", "Add the comment"),
+    "decisions": ("审核决定", "Decisions"),
+    "no_decisions": ("尚无审核决定。", "No decision yet."),
+    "decision_approve": ("批准", "approved"),
+    "decision_reject": ("驳回", "rejected"),
+    "decision_changes": ("退回修改", "requested changes"),
+    "check_hint": (
+        "您是独立审核人之一：请先核对上方内容与自动检查结果。已批准人数",
+        "You are one of the independent checkers: check the content and the automatic checks above. "
+        "Approvals so far",
+    ),
+    "reason_comment": (
+        "理由或意见（驳回和退回修改时必填，申请人会看到）",
+        "Reason or comment (needed to reject or request changes; the requester reads it)",
+    ),
+    "override_hint": ("须填写理由", "a reason is needed"),
+    "request_changes": ("退回修改", "Request changes"),
+    "versions": ("各版本", "Versions"),
+    "reply": ("回复审核人", "Reply to the reviewers"),
+    "resubmit": ("提交修改后的新版本", "Resubmit a corrected version"),
+    "corrected_file": ("修改后的文件", "Corrected file"),
+    "what_changed": ("修改说明（可选）", "What changed (optional)"),
+    "mine_pending": ("等待两位审核人查看并批准。", "Waiting for two reviewers to see it and approve it."),
+    "mine_held": (
+        "自动检查未通过，已拦截：审核人可能退回修改或驳回；如需导出，请修改后等待退回再重新提交，或撤回。",
+        "The automatic checks held it: the reviewers may send it back or reject it; you may withdraw it.",
+    ),
+    "mine_approved": ("审核通过，已放行：可以下载。", "Approved and released: you can download it."),
+    "mine_released": (
+        "差分隐私结果，已直接放行：可以下载。",
+        "A DP result, released at once: you can download it.",
+    ),
+    "mine_returned": (
+        "审核人要求修改：请阅读意见，提交修改后的新版本，或撤回。",
+        "A reviewer asked for changes: read the comments, then resubmit a corrected version or withdraw it.",
+    ),
+    "mine_rejected": (
+        "已驳回：不能导出。理由见下方。",
+        "Rejected: it cannot leave the lab; the reason is below.",
+    ),
+    "mine_withdrawn": ("您已撤回该申请。", "You withdrew this request."),
+    "mine_superseded": (
+        "已由新版本取代，见下方各版本。",
+        "A newer version replaced it; see the versions below.",
+    ),
+    "mine_revoked": ("已撤销，不能再下载。", "Revoked: it can no longer be downloaded."),
 }
 
 

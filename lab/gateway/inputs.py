@@ -54,6 +54,18 @@ def query(body: Any) -> dict[str, Any]:
     return checked
 
 
+def sql(body: Any) -> dict[str, Any]:
+    """A SQL query's body: clean JSON with the text (its own gates are in :mod:`lab.dp.sql`)."""
+    checked = validate.body(body)
+    if not isinstance(checked.get("sql"), str):
+        raise InvalidInput(
+            "sql", "must be the text of one SELECT", "必须是一条 SELECT 语句的文本", checked.get("sql")
+        )
+    if not isinstance(checked.get("release", False), bool):
+        raise InvalidInput("release", "must be true or false", "必须是 true 或 false", checked.get("release"))
+    return checked
+
+
 def extract(body: Any) -> dict[str, Any]:
     """A DP extract's body: clean JSON with a dataset name and an extract kind."""
     checked = validate.body(body)

@@ -138,7 +138,9 @@ class AuditSink:
     def authenticate(self, authorization: str | None) -> None:
         given = bearer_token(authorization) or (authorization or "").strip()  # MinIO may send it bare
         if not given or not hmac.compare_digest(given.encode(), self._token.encode()):
-            raise NotAuthenticated("the audit webhook needs its token", reason="not-authenticated")
+            raise NotAuthenticated(
+                "the audit webhook needs its token / 审计回调需要令牌", reason="not-authenticated"
+            )
 
     def _new(self, request_id: str | None) -> bool:
         if request_id is None:

@@ -97,7 +97,8 @@ class Sessions:
         self.signer = Signer(bytes.fromhex(vault.secret(settings, KEY_SECRET, nbytes=32)))
         self.console_url = f"{settings.public_url}{console_path}"
         self.cookie_path = console_path.rstrip("/") or "/"
-        self.oidc = f"{settings.issuer}/protocol/openid-connect"
+        self.oidc = settings.oidc_public  # where browsers are sent
+        self.oidc_internal = settings.oidc_internal  # where the gateway itself asks
 
     @property
     def redirect_uri(self) -> str:
@@ -133,9 +134,12 @@ class Sessions:
             or not code
             or not hmac.compare_digest(str(flow["state"]).encode(), state.encode())
         ):
-            raise NotAuthenticated("The login did not complete (state mismatch or expired); log in again.")
+            raise NotAuthenticated(
+                "The login did not complete (state mismatch or expired); log in again. "
+                "/ 登录未完成（状态不匹配或已过期），请重新登录。"
+            )
         response = httpx.post(
-            f"{self.oidc}/token",
+            f"{self.oidc_internal}/token",
             data={
                 "grant_type": "authorization_code",
                 "code": code,
@@ -152,14 +156,16 @@ class Sessions:
                 else None
             )
             raise NotAuthenticated(
-                "Keycloak refused the login code; log in again.",
+                "Keycloak refused the login code; log in again. / Keycloak 拒绝了登录码，请重新登录。",
                 detail=f"token endpoint answered HTTP {response.status_code} ({error})",
             )
         tokens = response.json()
         caller = self.verifier.caller(str(tokens.get("access_token", "")))
         id_claims = self.verifier.claims(str(tokens.get("id_token", "")))
         if not hmac.compare_digest(str(id_claims.get("nonce", "")), str(flow["nonce"])):
-            raise NotAuthenticated("The login's nonce does not match; log in again.")
+            raise NotAuthenticated(
+                "The login's nonce does not match; log in again. / 登录校验值不匹配，请重新登录。"
+            )
         return caller, str(flow.get("next") or "")
 
     # --- the session cookie -------------------------------------------------------------

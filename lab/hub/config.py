@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lab import iam, vault
-from lab.hub import servers
+from lab.hub import pages, servers
 from lab.hub.auth import OPERATOR_ROLE, REFUSED, subdomain_hook
 from lab.hub.login import record_login
 from lab.registry.organisations import Statuses
@@ -49,6 +49,10 @@ def configure(c: Any, settings: Settings) -> None:
     c.ConfigurableHTTPProxy.command = [str(proxy_binary(settings))]
     c.ConfigurableHTTPProxy.pid_file = str(hub_dir / "proxy.pid")
 
+    # The hub's own pages branded and in 中文 and English (lab.hub.pages, lab/hub/templates).
+    c.JupyterHub.template_paths = [str(pages.TEMPLATES)]
+    c.JupyterHub.template_vars = pages.template_vars(settings)
+
     _authenticator(c, settings)
     _spawner(c, settings)
 
@@ -81,15 +85,15 @@ def configure(c: Any, settings: Settings) -> None:
 
 def _authenticator(c: Any, settings: Settings) -> None:
     """Log in through Keycloak (OpenID Connect, realm ``datalab``)."""
-    oidc = f"{settings.issuer}/protocol/openid-connect"
+    oidc, internal = settings.oidc_public, settings.oidc_internal  # browsers' and the hub's own
     c.JupyterHub.authenticator_class = "lab.hub.auth.LabAuthenticator"
     auth = c.LabAuthenticator
     auth.client_id = iam.HUB_CLIENT_ID
     auth.client_secret = vault.secret(settings, "hub-client-secret")
     auth.oauth_callback_url = f"{settings.hub_url}/hub/oauth_callback"
     auth.authorize_url = f"{oidc}/auth"
-    auth.token_url = f"{oidc}/token"
-    auth.userdata_url = f"{oidc}/userinfo"
+    auth.token_url = f"{internal}/token"
+    auth.userdata_url = f"{internal}/userinfo"
     auth.logout_redirect_url = f"{oidc}/logout?client_id={iam.HUB_CLIENT_ID}"
     auth.scope = ["openid", "profile", "email"]
     auth.username_claim = "preferred_username"
@@ -122,3 +126,5 @@ def _spawner(c: Any, settings: Settings) -> None:
     spawner.poll_interval = 5
     spawner.start_timeout = 60
     spawner.http_timeout = 30
+    # Show the (bilingual) progress page at once rather than a browser spinner for up to 10 s.
+    c.JupyterHub.slow_spawn_timeout = 0

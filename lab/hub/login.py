@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lab.ledger import Kind, Ledger
+from lab.ledger import Kind
 from lab.settings import load_settings
+from lab.store.ledgers import open_ledger
 
 
 def record_login(authenticator: Any, handler: Any, authentication: dict[str, Any]) -> dict[str, Any]:
@@ -21,7 +22,7 @@ def record_login(authenticator: Any, handler: Any, authentication: dict[str, Any
     roles = sorted(str(r) for r in claims.get("roles") or [] if isinstance(r, str))
     org = claims.get("org")
     settings = load_settings()
-    with Ledger(settings.ledger_url, anchor_path=settings.ledger_anchor) as ledger:
+    with open_ledger(settings) as ledger:
         ledger.append(
             Kind.LOGIN,
             actor=str(authentication["name"]),

@@ -153,8 +153,8 @@ def _text(value: Any, name: str) -> str:
         )
     if len(value) > MAX_TEXT:
         raise ConfigError(
-            f"the {name} is longer than {MAX_TEXT} characters; shorten it "
-            f"/ {name} 超过 {MAX_TEXT} 个字符，请缩短",
+            f"the {name} is longer than {MAX_TEXT} characters; shorten it / {name}不能超过 {MAX_TEXT} "
+            "个字符，请缩短",
             reason="invalid-value",
         )
     return value.strip()
@@ -167,8 +167,8 @@ def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
         )
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(
-            f"{name} must be {'≥' if allow_zero else '>'} 0, got {value!r} "
-            f"/ {name} 必须{'大于或等于' if allow_zero else '大于'} 0",
+            f"{name} must be {'≥' if allow_zero else '>'} 0, got {value!r} / {name} "
+            f"必须{'≥' if allow_zero else '>'} 0",
             reason="invalid-value",
         )
     return float(value)
@@ -178,8 +178,7 @@ def _term(value: Any) -> float:
     days = _positive(value, "term_days")
     if days > MAX_TERM_DAYS:
         raise ConfigError(
-            f"a term is at most {MAX_TERM_DAYS} days, got {days:g}; ask for a shorter term "
-            f"/ 期限最长 {MAX_TERM_DAYS} 天，请缩短期限",
+            f"a term is at most {MAX_TERM_DAYS} days, got {days:g} / 期限最长 {MAX_TERM_DAYS} 天，请缩短期限",
             reason="invalid-value",
         )
     if days * 86400 < 1:
@@ -289,7 +288,8 @@ def approved_terms(
         granted[name] = number
     if "dp" in chosen and granted["epsilon"] <= 0:
         raise ConfigError(
-            "a grant with the dp mode needs an epsilon budget above 0 / 含 dp 方式的授权需要大于 0 的 ε 预算",
+            "a grant with the dp mode needs an epsilon budget above 0 / 含差分隐私方式的授权需要大于 0 的 ε "
+            "预算",
             reason="invalid-value",
         )
     return Terms(chosen, granted["epsilon"], granted["delta"], granted["term_days"])
@@ -301,8 +301,8 @@ def check_reason(reason: Any) -> str:
         raise ConfigError("give a reason / 请填写理由", reason="invalid-value")
     if len(reason) > MAX_TEXT:
         raise ConfigError(
-            f"the reason is longer than {MAX_TEXT} characters; shorten it "
-            f"/ 理由超过 {MAX_TEXT} 个字符，请缩短",
+            f"the reason is longer than {MAX_TEXT} characters; shorten it / 理由不能超过 {MAX_TEXT} "
+            "个字符，请缩短",
             reason="invalid-value",
         )
     return reason.strip()

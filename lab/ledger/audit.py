@@ -97,8 +97,8 @@ def select_spending(
     """
     if period not in PERIODS:
         raise ConfigError(
-            f"period must be one of {', '.join(PERIODS)}, got {period!r} "
-            f"/ 周期必须是 {', '.join(PERIODS)} 之一",
+            f"period must be one of {', '.join(PERIODS)}, got {period!r} / 统计周期只能是 "
+            f"{', '.join(PERIODS)}",
             reason="invalid-value",
         )
     r, g = reservations.c, grants.c

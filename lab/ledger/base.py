@@ -8,6 +8,8 @@ moved to the new head of the chain (see :mod:`lab.ledger.chain`).
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -16,11 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Self
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from lab.errors import ConfigError
 from lab.ledger import audit as audit_q
-from lab.ledger.chain import FileAnchor, append_record, walk_chain
+from lab.ledger.chain import FileAnchor, ObjectAnchor, append_record, walk_chain
 from lab.ledger.db import audit, create_schema, ledger_identity, make_engine, now_utc, read_tx, write_tx
 from lab.ledger.models import AuditExport, AuditRecord, SpendPoint, VerifyResult
 
@@ -62,7 +64,9 @@ class LedgerCore:
         busy_timeout_s: float = 30.0,
     ) -> None:
         self._engine = make_engine(url, busy_timeout_s=busy_timeout_s)
-        self._anchor = FileAnchor(anchor_path) if anchor_path is not None else None
+        self._anchor: FileAnchor | ObjectAnchor | None = (
+            FileAnchor(anchor_path) if anchor_path is not None else None
+        )
         self._clock = clock
         create_schema(self._engine)
 
@@ -81,6 +85,50 @@ class LedgerCore:
         """Close every pooled connection."""
         self._engine.dispose()
 
+    def use_anchor(self, anchor: ObjectAnchor) -> None:
+        """Keep the chain's head in ``anchor`` (the object store) instead of a local file.
+
+        Its writes are ordered across every process on this database by the ledger's
+        ``audit-anchor`` lock.
+        """
+        anchor.lock = lambda: self.exclusive("audit-anchor")
+        self._anchor = anchor
+
+    @contextmanager
+    def exclusive(self, name: str, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the lab-wide lock ``name`` (e.g. ``"audit-seal"``); yields whether it was taken.
+
+        Every process on this ledger shares it, on any host: PostgreSQL's session advisory
+        lock (released if the holder dies), or an ``flock`` beside an SQLite file (one
+        host by construction). ``wait=False`` yields False at once when another holds it.
+        """
+        key = int.from_bytes(hashlib.sha256(f"datalab:{name}".encode()).digest()[:8], "big", signed=True)
+        if self.backend == "postgresql":
+            with self._engine.connect() as conn:
+                if wait:
+                    conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                    got = True
+                else:
+                    got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+                try:
+                    yield got
+                finally:
+                    if got:
+                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+            return
+        database = self._engine.url.database or ""
+        with open(f"{database}.{name}.lock", "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def __enter__(self) -> Self:
         return self
 
@@ -93,7 +141,7 @@ class LedgerCore:
         now = self._clock()
         if now.tzinfo is None:
             raise ConfigError(
-                "the ledger's clock must return timezone-aware times / 账本时钟必须带时区",
+                "the ledger's clock must return timezone-aware times / 台账时钟必须返回带时区的时间",
                 reason="invalid-value",
             )
         return now
@@ -192,9 +240,7 @@ class LedgerCore:
         """
         if self._anchor is None:
             raise ConfigError(
-                "this ledger has no anchor file configured; set DATALAB_HOME to the lab's state directory "
-                "/ 该账本未配置锚点文件，请将 DATALAB_HOME 设为实验室的状态目录",
-                reason="ledger-anchor",
+                "this ledger has no anchor file configured / 台账未配置锚点文件", reason="ledger-anchor"
             )
         with read_tx(self._engine) as conn:
             result = walk_chain(conn, None, anchored=False)

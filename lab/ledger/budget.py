@@ -100,7 +100,8 @@ def check_affordable(conn: Connection, grant: Grant, eps_units: int, delta_units
         f"remaining {remaining} "
         f"of ε={show_units(eps_budget, EPS_SCALE)}, δ={show_units(delta_budget, DELTA_SCALE)}{outstanding}. "
         "Ask for less accuracy (a smaller ε) or for more budget "
-        f"/ 授权 {grant.id} 的隐私预算不足以支付此请求：请降低精度（更小的 ε）或申请更多预算",
+        f"/ 授权 {grant.id} 的隐私预算不足：本次需要 ε={show_units(eps_units, EPS_SCALE)}，"
+        f"剩余 {remaining}；请降低精度（减小 ε）或申请更多预算",
         reason="budget-exhausted",
     )
 
@@ -146,7 +147,7 @@ def get_reservation(conn: Connection, reservation_id: int, *, lock: bool = False
     row = conn.execute(query).mappings().first()
     if row is None:
         raise NotFound(
-            f"there is no budget reservation {reservation_id} / 没有编号为 {reservation_id} 的预算预留",
+            f"there is no budget reservation {reservation_id} / 预算预留 {reservation_id} 不存在",
             reason="no-such-reservation",
         )
     return Reservation.from_row(row)
@@ -169,7 +170,7 @@ def lock_for_settlement(conn: Connection, reservation_id: int, *, state: str) ->
         return current, False
     raise LabError(
         f"budget reservation {reservation_id} was already settled as {current.state} "
-        f"({current.outcome}); it cannot become {state} / 预算预留 {reservation_id} 已结算，不能更改",
+        f"({current.outcome}); it cannot become {state} / 该预算预留已结算，不能更改（已用预算不退还）",
         reason="already-settled",
     )
 

@@ -32,6 +32,7 @@ an anchor the head row in the database still catches a naive deletion of the las
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -41,6 +42,7 @@ import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,7 +108,7 @@ def _check_keys(value: Any) -> None:
             if not isinstance(key, str) or _FORBIDDEN_KEY_RE.search(key):
                 raise ConfigError(
                     f"audit details may not carry {key!r}: record a digest or metadata instead "
-                    "/ 审计详情不得包含此字段，请改为记录摘要或元数据",
+                    "/ 审计详情不得包含该字段，请改为记录摘要或元数据",
                     reason="invalid-value",
                 )
             _check_keys(item)
@@ -119,11 +121,18 @@ def check_kind(kind: str) -> str:
     """Kinds are lowercase words joined by hyphens (``dp-query``, ``extract-build``)."""
     if not isinstance(kind, str) or not _KIND_RE.match(kind):
         raise ConfigError(
-            f"audit kind {kind!r} is not valid: use lowercase words and hyphens, e.g. 'dp-query' "
-            "/ 审计类型无效，请使用以连字符连接的小写单词",
+            f"audit kind {kind!r} is not valid: use lowercase words and hyphens, e.g. 'dp-query' / "
+            "审计类型无效：请使用小写单词和连字符",
             reason="invalid-value",
         )
     return kind
+
+
+def lock_head(conn: Connection) -> Any:
+    """Lock the chain's head row for this transaction and return it (seq, hash)."""
+    return conn.execute(
+        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+    ).one()
 
 
 def append_record(
@@ -138,7 +147,7 @@ def append_record(
 ) -> AuditRecord:
     """Append one record inside the caller's write transaction and return it."""
     if not actor:
-        raise ConfigError("an audit record needs an actor / 审计记录需要操作者", reason="invalid-value")
+        raise ConfigError("an audit record needs an actor / 审计记录必须有操作人", reason="invalid-value")
     fields: dict[str, Any] = {
         "at": at,
         "actor": actor,
@@ -147,9 +156,7 @@ def append_record(
         "dataset": dataset,
         "details": check_details(details),
     }
-    head = conn.execute(
-        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-    ).one()
+    head = lock_head(conn)
     fields["seq"] = head.seq + 1
     fields["prev_hash"] = head.hash
     fields["hash"] = record_hash(fields)
@@ -253,7 +260,77 @@ def _check_anchor(
     return VerifyResult(True, checked, last_seq, anchored=True, unanchored=last_seq - anchor_seq)
 
 
-# --- anchor file --------------------------------------------------------------------
+# --- anchors --------------------------------------------------------------------------
+
+
+class ObjectAnchor:
+    """The head of the chain as an object in the audit archive, for replicas on many hosts.
+
+    Same contract as :class:`FileAnchor` (monotonic, kept as evidence when the log no
+    longer matches it), with the object store in place of a local file: ``get`` returns
+    the stored bytes (None if absent), ``put`` stores new ones. Each write is a new version
+    under the archive's COMPLIANCE retention, so even a writer holding the root
+    credentials cannot erase the heads it replaced. ``lock`` (set by the ledger: its
+    ``audit-anchor`` lock, shared by every process on the database) orders the
+    read-compare-write of replicas that commit at the same moment.
+    """
+
+    def __init__(self, name: str, get: Callable[[], bytes | None], put: Callable[[bytes], None]) -> None:
+        self.path = name  # shown in messages, like FileAnchor.path
+        self._get, self._put = get, put
+        self.lock: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+
+    def read(self) -> tuple[int, str] | None:
+        try:
+            data = self._get()
+        except Exception as exc:  # the object store's errors, whatever the client raises
+            raise ConfigError(
+                f"the audit anchor {self.path} cannot be read ({type(exc).__name__}); check the object "
+                "store / 无法读取审计锚点，请检查对象存储",
+                reason="ledger-anchor",
+            ) from None
+        if data is None:
+            return None
+        try:
+            value = json.loads(data)
+            return int(value["seq"]), str(value["hash"])
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(
+                f"the audit anchor {self.path} is corrupt; restore it from a copy / "
+                "审计锚点已损坏，请从备份恢复",
+                reason="ledger-anchor",
+            ) from None
+
+    def advance(
+        self,
+        seq: int,
+        hash_: str,
+        *,
+        still_valid: Callable[[int, str], bool] | None = None,
+        force: bool = False,
+    ) -> bool:
+        with self.lock():
+            current = None if force else self.read()
+            if current is not None:
+                if current[0] >= seq:
+                    return False
+                if still_valid is not None and not still_valid(*current):
+                    log.error(
+                        "audit anchor %s no longer matches record seq %d; not advancing",
+                        self.path,
+                        current[0],
+                    )
+                    return False
+            body = canonical_json({"seq": seq, "hash": hash_, "written_at": format_time(datetime.now(UTC))})
+            try:
+                self._put(body.encode())
+            except Exception as exc:  # the object store's errors
+                raise ConfigError(
+                    f"the audit anchor {self.path} cannot be written ({type(exc).__name__}) / "
+                    "无法写入审计锚点",
+                    reason="ledger-anchor",
+                ) from None
+            return True
 
 
 class FileAnchor:
@@ -278,8 +355,8 @@ class FileAnchor:
             return None
         except (ValueError, KeyError, TypeError):
             raise ConfigError(
-                f"the audit anchor file {self.path} is corrupt; restore it from a copy "
-                f"/ 审计锚点文件 {self.path} 已损坏，请从备份恢复",
+                f"the audit anchor file {self.path} is corrupt; restore it from a copy / "
+                "审计锚点文件已损坏，请从备份恢复",
                 reason="ledger-anchor",
             ) from None
 

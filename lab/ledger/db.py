@@ -200,7 +200,7 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
     except Exception as exc:  # SQLAlchemy raises several types here
         raise ConfigError(
             "the ledger database URL is not valid; use sqlite:///PATH or postgresql+psycopg://… "
-            "/ 账本数据库地址无效",
+            "/ 台账数据库地址无效，请使用 sqlite:///路径 或 postgresql+psycopg://…",
             detail=f"cannot parse ledger URL: {type(exc).__name__}",
             reason="ledger-url",
         ) from None
@@ -210,7 +210,7 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
             raise ConfigError(
                 "the ledger needs an SQLite file, e.g. sqlite:////var/lib/datalab/ledger.db "
                 "(an in-memory database would be lost and is not shared between threads) "
-                "/ 账本需要 SQLite 文件，不能使用内存数据库",
+                "/ 台账需要 SQLite 文件（内存数据库会丢失）",
                 reason="ledger-url",
             )
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +218,7 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
     if backend == "postgresql":
         return create_engine(url, pool_pre_ping=True)
     raise ConfigError(
-        f"the ledger supports SQLite and PostgreSQL, not {backend!r} / 账本仅支持 SQLite 和 PostgreSQL",
+        f"the ledger supports SQLite and PostgreSQL, not {backend!r} / 台账只支持 SQLite 和 PostgreSQL",
         reason="ledger-url",
     )
 
@@ -283,7 +283,8 @@ def create_schema(engine: Engine) -> None:
             raise ConfigError(
                 f"the ledger database has schema version {version}, this code expects "
                 f"{SCHEMA_VERSION}; migrate the database or use a matching release "
-                "/ 账本数据库版本与程序不符，请迁移数据库或使用匹配的版本",
+                f"/ 台账数据库结构版本为 {version}，本程序需要 "
+                f"{SCHEMA_VERSION}，请迁移数据库或使用匹配的版本",
                 reason="ledger-schema",
             )
         identity = conn.execute(
@@ -325,7 +326,7 @@ def to_units(value: float, scale: int, *, name: str, round_up: bool) -> int:
         )
     if not math.isfinite(value) or value < 0:
         raise ConfigError(
-            f"{name} must be a finite number ≥ 0, got {value!r} / {name} 必须是大于或等于 0 的有限数",
+            f"{name} must be a finite number ≥ 0, got {value!r} / {name} 必须是 ≥ 0 的有限数",
             reason="invalid-value",
         )
     exact = Decimal(str(value)) * scale

@@ -5,16 +5,20 @@ A file leaves the lab only through a request. Its state says where it is:
 ==============  ======================================================================
 ``released``    exactly a DP result the gateway released to the organisation: out at once,
                 as bytes regenerated from the kept result (never the uploaded bytes)
-``pending``     passed the automated disclosure checks; waits for an operator
-``held``        failed a check; the reasons are shown; an operator may only reject it,
-                or approve it with an explicit override and a reason
-``approved``    an operator approved it: downloadable
-``rejected``    an operator refused it
+``pending``     passed the automated disclosure checks; waits for its reviewers
+``held``        failed a check; the reasons are shown; the reviewers may reject it, send
+                it back, or approve it each with an explicit override and a reason
+``approved``    the required number of distinct reviewers approved it: downloadable
+``rejected``    a reviewer refused it
+``returned``    a reviewer sent it back for changes; its requester may resubmit it
+``superseded``  returned, then resubmitted: the next version holds the request
+``withdrawn``   its requester withdrew it before a decision
 ``revoked``     was downloadable, no longer is
 ==============  ======================================================================
 
-Nobody reviews their own request. Only ``released`` and ``approved`` files can be
-downloaded. The row functions run inside a transaction opened by the ledger.
+Nobody reviews their own request; the reviews are in :mod:`lab.ledger.export_reviews`.
+Only ``released`` and ``approved`` files can be downloaded by the organisation. The row
+functions run inside a transaction opened by the ledger.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text, insert, select, update
 from sqlalchemy.engine import Connection
 
-from lab.errors import AccessDenied, ConfigError, NotFound
+from lab.errors import AccessDenied, NotFound
 from lab.ledger.chain import canonical_json
 from lab.ledger.db import UTCDateTime, metadata
 
@@ -38,6 +42,10 @@ HELD = "held"
 APPROVED = "approved"
 REJECTED = "rejected"
 REVOKED = "revoked"
+RETURNED = "returned"
+SUPERSEDED = "superseded"
+WITHDRAWN = "withdrawn"
+WITHDRAWABLE = ("pending", "held", "returned")
 DOWNLOADABLE = (RELEASED, APPROVED)
 REVIEWABLE = (PENDING, HELD)
 
@@ -113,27 +121,6 @@ class Export:
 # --- pure rules -----------------------------------------------------------------------
 
 
-def check_review(export: Export, reviewer: str, *, approve: bool, override: bool) -> None:
-    """AccessDenied or ConfigError if ``reviewer`` may not decide ``export`` this way."""
-    if export.state not in REVIEWABLE:
-        raise ConfigError(
-            f"export {export.id} is {export.state}; only pending or held exports can be reviewed "
-            "/ 只能审核待审或暂扣的导出申请",
-            reason="already-decided",
-        )
-    if reviewer == export.requester:
-        raise AccessDenied(
-            f"{reviewer} requested export {export.id} and cannot review it / 不能审核自己的导出申请",
-            reason="self-approval",
-        )
-    if approve and export.state == HELD and not override:
-        raise ConfigError(
-            f"export {export.id} failed the disclosure checks ({'; '.join(held_reasons(export))}); "
-            "reject it, or approve it with an explicit override and a reason / 未通过披露检查",
-            reason="held",
-        )
-
-
 def check_download(export: Export) -> None:
     """AccessDenied unless the export may be downloaded now."""
     if export.state == REVOKED:
@@ -144,7 +131,8 @@ def check_download(export: Export) -> None:
         )
     if not export.downloadable:
         raise AccessDenied(
-            f"export {export.id} is {export.state}, not approved; it cannot be downloaded / 尚未批准",
+            f"export {export.id} is {export.state}, not approved; it can be downloaded once its reviewers "
+            f"approve it / 该导出尚未批准（状态：{export.state}），审核通过后才能下载",
             reason=f"export-{export.state}",
         )
 

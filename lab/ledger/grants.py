@@ -26,7 +26,7 @@ def show_time(at: datetime) -> str:
 
 def _require_text(value: str, name: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"a grant needs a non-empty {name} / 授权需要填写 {name}", reason="invalid-value")
+        raise ConfigError(f"a grant needs a non-empty {name} / 授权需要填写{name}", reason="invalid-value")
     return value.strip()
 
 
@@ -38,8 +38,8 @@ def normalise_modes(modes: Iterable[str]) -> tuple[str, ...]:
     unknown = [m for m in chosen if m not in MODES]
     if not chosen or unknown:
         raise ConfigError(
-            f"release modes must be a non-empty subset of {', '.join(MODES)}; got {list(modes)!r} "
-            f"/ 发布方式必须是 {', '.join(MODES)} 中的一个或多个",
+            f"release modes must be a non-empty subset of {', '.join(MODES)}; got {list(modes)!r} / "
+            "发布方式至少选择一种：dp（差分隐私）或 masked（脱敏数据）",
             reason="invalid-value",
         )
     return chosen
@@ -63,8 +63,8 @@ def insert_grant(
         raise ConfigError("the expiry must carry a time zone / 到期时间必须带时区", reason="invalid-value")
     if expires_at <= now:
         raise ConfigError(
-            f"the expiry {show_time(expires_at)} is not in the future; choose a later date "
-            "/ 到期时间不在未来，请选择更晚的日期",
+            f"the expiry {show_time(expires_at)} is not in the future; choose a later date / "
+            "到期时间必须晚于现在，请选择更晚的日期",
             reason="invalid-value",
         )
     delta_units = to_units(delta, DELTA_SCALE, name="delta budget", round_up=False)
@@ -95,8 +95,7 @@ def get_grant(conn: Connection, grant_id: int, *, lock: bool = False) -> Grant:
     row = conn.execute(query).mappings().first()
     if row is None:
         raise NotFound(
-            f"there is no grant {grant_id}; see the grants in the operator console or with datalab grant "
-            f"list / 没有编号为 {grant_id} 的授权，请在运营控制台或用 datalab grant list 查看",
+            f"there is no grant {grant_id} / 授权 {grant_id} 不存在；请用 datalab grant list 查看现有授权",
             reason="no-such-grant",
         )
     return Grant.from_row(row)
@@ -147,7 +146,7 @@ def ensure_active(grant: Grant, now: datetime, *, mode: str | None = None) -> Gr
         raise AccessDenied(
             f"the grant of dataset {grant.dataset!r} to {grant.organisation!r} (grant {grant.id}) "
             f"was revoked on {show_time(grant.revoked_at)}{why}; apply again for access "
-            f"/ 授权 {grant.id} 已于 {show_time(grant.revoked_at)} 撤销，请重新申请",
+            f"/ 该授权（编号 {grant.id}）已于 {show_time(grant.revoked_at)} 撤销，如需使用请重新申请",
             detail=f"grant {grant.id} revoked at {grant.revoked_at.isoformat()} by {grant.revoked_by}",
             reason="grant-revoked",
         )
@@ -155,15 +154,15 @@ def ensure_active(grant: Grant, now: datetime, *, mode: str | None = None) -> Gr
         raise AccessDenied(
             f"the grant of dataset {grant.dataset!r} to {grant.organisation!r} (grant {grant.id}) "
             f"expired on {show_time(grant.expires_at)}; ask an operator to renew it "
-            f"/ 授权 {grant.id} 已于 {show_time(grant.expires_at)} 到期，请联系运营人员续期",
+            f"/ 该授权（编号 {grant.id}）已于 {show_time(grant.expires_at)} 到期，请联系运营人员续期",
             detail=f"grant {grant.id} expired at {grant.expires_at.isoformat()}",
             reason="grant-expired",
         )
     if mode is not None and mode not in grant.modes:
         raise AccessDenied(
             f"grant {grant.id} allows {' and '.join(grant.modes)} release of dataset {grant.dataset!r}, "
-            f"not {mode}; apply for a grant that includes {mode} / 授权 {grant.id} 不包含 {mode} 发布方式，"
-            "请申请包含该方式的授权",
+            f"not {mode}; apply for a grant that includes {mode} / 该授权不包含 {mode} "
+            "发布方式，请申请包含该方式的授权",
             reason="mode-not-granted",
         )
     return grant
@@ -182,7 +181,7 @@ def find_active(
         raise AccessDenied(
             f"organisation {organisation!r} has no grant for dataset {dataset!r}; "
             "apply for access and wait for an operator's approval "
-            f"/ 机构 {organisation} 没有数据集 {dataset} 的授权，请申请并等待运营人员批准",
+            f"/ 机构 {organisation!r} 没有数据集 {dataset!r} 的授权，请先申请并等待运营人员批准",
             reason="no-grant",
         )
     active = [g for g in candidates if g.status(now) == "active" and (mode is None or mode in g.modes)]

@@ -32,6 +32,7 @@ from typing import Any
 
 from lab.errors import AccessDenied, BudgetExhausted, ConfigError, LabError
 from lab.ledger import budget, grants, totals
+from lab.ledger.chain import lock_head
 from lab.ledger.db import DELTA_SCALE, EPS_SCALE, lock_scope, read_tx, to_units
 from lab.ledger.models import (
     ABANDONED,
@@ -206,7 +207,7 @@ class Ledger(Workflow):
         delta_units = to_units(delta, DELTA_SCALE, name="delta", round_up=True)
         if eps_units == 0 and delta_units == 0:
             raise ConfigError(
-                "a reservation must cost some ε or δ / 预留必须消耗一定的 ε 或 δ", reason="invalid-value"
+                "a reservation must cost some ε or δ / 预算预留必须消耗一定的 ε 或 δ", reason="invalid-value"
             )
         refusal: LabError | None = None
         reservation: Reservation | None = None
@@ -311,6 +312,12 @@ class Ledger(Workflow):
             if totals.all_limits(conn, dataset) == wanted:
                 return False
         with self._write() as tx:
+            # Two gateway replicas start together and both sync the policies' caps: the audit
+            # head's lock (taken first, as every append takes it last) orders them, and the
+            # second finds the caps already stored.
+            lock_head(tx.conn)
+            if totals.all_limits(tx.conn, dataset) == wanted:
+                return False
             totals.replace_limits(tx.conn, dataset, wanted, tx.at)
             tx.append(
                 "budget-limits",

@@ -363,7 +363,7 @@ def check_grant(
     problems = grant_problems(organisation, dataset, limits, used, eps_units, delta_units)
     if problems:
         raise BudgetExhausted(
-            " / ".join(f"{p['en']}. {p['zh']}" for p in problems[:1]),
+            f"{problems[0]['en']}. / {problems[0]['zh']}",
             detail="; ".join(p["en"] for p in problems),
             reason="organisation-budget",
         )

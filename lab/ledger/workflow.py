@@ -9,29 +9,25 @@ the grant, writes the ``grant`` record, marks the application and writes the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select
 
 from lab.ledger import applications as apps
-from lab.ledger import exports as ex
 from lab.ledger import grants, totals
 from lab.ledger.applications import Application
-from lab.ledger.base import LedgerCore
 from lab.ledger.db import DELTA_SCALE, EPS_SCALE, lock_scope, read_tx, to_units
 from lab.ledger.db import grants as grants_table
-from lab.ledger.exports import Export
+from lab.ledger.export_flow import ExportFlow
 from lab.ledger.models import Grant, Kind
 
 EXPIRE = "expire"
-EXPORT_REVIEW = "export-review"
-EXPORT_REVOKE = "export-revoke"
 
 
-class Workflow(LedgerCore):
-    """Applications → decisions → grants, expiries, and the export airlock's requests."""
+class Workflow(ExportFlow):
+    """Applications → decisions → grants, expiries; the export airlock's requests (:class:`ExportFlow`)."""
 
     # --- applications -----------------------------------------------------------------
 
@@ -244,115 +240,6 @@ class Workflow(LedgerCore):
                 )
                 expired.append(grant)
         return expired
-
-    # --- exports ----------------------------------------------------------------------
-
-    def request_export(
-        self,
-        *,
-        organisation: str,
-        requester: str,
-        name: str,
-        kind: str,
-        dataset: str | None,
-        purpose: str,
-        sha256: str,
-        size: int,
-        object_key: str,
-        state: str,
-        checks: Mapping[str, Any],
-    ) -> Export:
-        """Record an export request (already checked and stored) with its ``export`` record."""
-        with self._write() as tx:
-            export = ex.insert_export(
-                tx.conn,
-                now=tx.at,
-                checks=checks,
-                organisation=organisation,
-                requester=requester,
-                name=name,
-                kind=kind,
-                dataset=dataset,
-                purpose=purpose,
-                sha256=sha256,
-                size=size,
-                object_key=object_key,
-                state=state,
-            )
-            tx.append(
-                Kind.EXPORT,
-                actor=requester,
-                organisation=organisation,
-                dataset=dataset,
-                details={
-                    "export": export.id,
-                    "name": name,
-                    "kind": kind,
-                    "sha256": sha256,
-                    "size": size,
-                    "state": state,
-                    "reasons": ex.held_reasons(export),
-                },
-            )
-        return export
-
-    def get_export(self, export_id: int) -> Export:
-        with read_tx(self._engine) as conn:
-            return ex.get_export(conn, export_id)
-
-    def list_exports(self, *, organisation: str | None = None, state: str | None = None) -> list[Export]:
-        with read_tx(self._engine) as conn:
-            return ex.select_exports(conn, organisation=organisation, state=state)
-
-    def review_export(
-        self, export_id: int, *, by: str, approve: bool, reason: str | None = None, override: bool = False
-    ) -> Export:
-        """Approve or reject a pending (or, with an override, held) export request."""
-        why = apps.check_reason(reason) if (not approve or override) else (reason or "").strip() or None
-        with self._write() as tx:
-            export = ex.get_export(tx.conn, export_id, lock=True)
-            ex.check_review(export, by, approve=approve, override=override)
-            state = ex.APPROVED if approve else ex.REJECTED
-            export = ex.set_state(
-                tx.conn, export.id, state=state, reviewed_by=by, reviewed_at=tx.at, review_reason=why
-            )
-            tx.append(
-                EXPORT_REVIEW,
-                actor=by,
-                organisation=export.organisation,
-                dataset=export.dataset,
-                details={"export": export.id, "decision": state, "reason": why, "override": override},
-            )
-        return export
-
-    def revoke_export(self, export_id: int, *, by: str, reason: str) -> Export:
-        """Withdraw a downloadable export; revoking twice changes nothing."""
-        why = apps.check_reason(reason)
-        with self._write() as tx:
-            export = ex.get_export(tx.conn, export_id, lock=True)
-            if export.state == ex.REVOKED:
-                return export
-            export = ex.set_state(
-                tx.conn, export.id, state=ex.REVOKED, revoked_by=by, revoked_at=tx.at, revoke_reason=why
-            )
-            tx.append(
-                EXPORT_REVOKE,
-                actor=by,
-                organisation=export.organisation,
-                dataset=export.dataset,
-                details={"export": export.id, "reason": why},
-            )
-        return export
-
-    def record_download(self, export: Export, *, actor: str, via: str) -> None:
-        """An ``export-download`` record, written before the bytes are sent."""
-        self.append(
-            "export-download",
-            actor=actor,
-            organisation=export.organisation,
-            dataset=export.dataset,
-            details={"export": export.id, "sha256": export.sha256, "via": via},
-        )
 
     def now(self) -> datetime:
         """The ledger's clock (the time its records are stamped with)."""

@@ -80,7 +80,10 @@ class OrgKey:
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, bytes) or len(self.secret) < 16:
-            raise ConfigError(f"the key of organisation {self.org!r} must be at least 16 random bytes")
+            raise ConfigError(
+                f"the key of organisation {self.org!r} must be at least 16 random bytes "
+                f"/ 机构 {self.org!r} 的密钥至少需要 16 个随机字节"
+            )
 
     @cached_property
     def key_id(self) -> str:

@@ -19,6 +19,7 @@ Disclosure risk over the release universe (``lab.risk``, docs/risk.md)::
     longitudinal: {time: month, within: employer_credit_code, generalise: [month, quarter, year]}
     linked_datasets: [social_insurance]  # extracts that share pseudonyms (both sides; default none)
     public_identifiers: [credit_code, name]   # a public register names the entity by these
+    export_reviewers: 3                  # distinct operators who approve an export (default 2)
 
 Per column: ``level`` core / important / general (数据分级), ``pi`` sensitive / pi / none
 (个人信息类别), optional ``identifier: direct`` (直接标识符), and the masking ``rule``:
@@ -122,12 +123,19 @@ def _parse_negative_list(path: Path) -> tuple[NegativeList, list[PolicyProblem]]
     value = doc.value
     entries = value.get("entries") if isinstance(value, dict) else None
     if not doc.problems and not isinstance(entries, list):
-        doc.problem((), "a negative list needs 'entries:', a list of {dataset, column, reason}")
+        doc.problem(
+            (),
+            "a negative list needs 'entries:', a list of {dataset, column, reason} "
+            "(负面清单需要 entries: 列表，每项含 dataset、column、reason)",
+        )
     found: dict[tuple[str, str], int] = {}
     for i, entry in enumerate(entries if isinstance(entries, list) else []):
         extra = sorted(set(entry) - {"dataset", "column", "reason"}) if isinstance(entry, dict) else []
         if not isinstance(entry, dict) or not {"dataset", "column"} <= entry.keys():
-            doc.problem(("entries", i), "each entry needs 'dataset' and 'column' (and a 'reason')")
+            doc.problem(
+                ("entries", i),
+                "each entry needs 'dataset' and 'column' (and a 'reason') (每项需要 dataset 和 column)",
+            )
         elif extra:
             doc.problem(("entries", i, extra[0]), f"unknown key {extra[0]!r} (未知的键)")
         else:
@@ -243,7 +251,11 @@ def _parse_directory(directory: Path) -> tuple[dict[str, Policy], list[PolicyPro
         if policy is not None and policy.dataset in policies:
             other = policies[policy.dataset].path
             problems.append(
-                PolicyProblem(str(path), 1, f"dataset {policy.dataset!r} also has a policy in {other}")
+                PolicyProblem(
+                    str(path),
+                    1,
+                    f"dataset {policy.dataset!r} also has a policy in {other} (同一数据集有两个策略文件)",
+                )
             )
         elif policy is not None:
             policies[policy.dataset] = policy
@@ -257,13 +269,17 @@ def _link_problems(policies: Mapping[str, Policy]) -> list[PolicyProblem]:
         for name in policy.linked_datasets:
             other = policies.get(name)
             if other is None:
-                reason = f"linked_datasets names {name!r}, which has no policy in this directory"
+                reason = (
+                    f"linked_datasets names {name!r}, which has no policy in this directory "
+                    "(关联的数据集没有策略)"
+                )
             elif set(other.linked_datasets) | {other.dataset} != set(policy.linked_datasets) | {
                 policy.dataset
             }:
                 reason = (
                     f"linked_datasets: {name!r} must declare the same linked datasets "
-                    f"({', '.join(sorted({*policy.linked_datasets, policy.dataset}))}) in {other.path}"
+                    f"({', '.join(sorted({*policy.linked_datasets, policy.dataset}))}) in {other.path} "
+                    "(关联须在双方声明一致)"
                 )
             else:
                 continue
@@ -302,7 +318,7 @@ def require_release(policy: Policy, mode: str) -> None:
     if mode not in MODES:
         raise ConfigError(
             f"unknown release mode {mode!r}; use one of: {', '.join(MODES)} "
-            f"/ 未知的发布方式，请使用 {', '.join(MODES)}"
+            f"/ 未知的发布方式 {mode!r}，请使用：{', '.join(MODES)}"
         )
     if mode not in policy.release_modes:
         allowed = ", ".join(policy.release_modes) or "none"

@@ -55,7 +55,7 @@ def _amount(doc: YamlDoc, at: Where, value: Any, name: str, upper: float | None)
         doc.problem(at, f"budget {name} must be a number >= 0 (预算须为非负数), got {value!r}")
         return None
     if upper is not None and value >= upper:
-        doc.problem(at, f"budget {name} must be below {upper:g}, got {value!r}")
+        doc.problem(at, f"budget {name} must be below {upper:g} (预算须小于 {upper:g}), got {value!r}")
         return None
     return float(value)
 
@@ -74,7 +74,10 @@ def _caps(doc: YamlDoc, at: Where, value: Any, keys: set[str]) -> Caps:
         or not math.isfinite(window)
         or window <= 0
     ):
-        doc.problem((*at, "window_days"), f"window_days must be a number of days > 0, got {window!r}")
+        doc.problem(
+            (*at, "window_days"),
+            f"window_days must be a number of days > 0 (窗口天数须大于 0), got {window!r}",
+        )
         window = None
     return Caps(
         _amount(doc, (*at, "epsilon"), value.get("epsilon"), "epsilon", None),
@@ -110,7 +113,7 @@ def parse_budget(doc: YamlDoc, value: Any) -> BudgetPolicy | None:
     for org, spec in raw.items():
         where = (*at, "agreements", org)
         if not isinstance(org, str) or not org:
-            doc.problem(where, "agreements are keyed by organisation id")
+            doc.problem(where, "agreements are keyed by organisation id (协议须以机构编号为键)")
             continue
         spec = spec if isinstance(spec, dict) else {}
         grant_spec = spec.get("per_grant")

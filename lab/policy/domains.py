@@ -44,15 +44,26 @@ def _years(doc: YamlDoc, column: str, spec: dict[str, Any], kind: str | None) ->
     span = spec.get("years")
     if set(spec) != {"years"} or not isinstance(span, list) or len(span) != 2:
         doc.problem(
-            at, f"public_domains: column '{column}': write a span of years as {{years: [first, last]}}"
+            at,
+            f"public_domains: column '{column}': write a span of years as {{years: [first, last]}} "
+            "(年份范围写作 "
+            f"{{years: [起始年, 结束年]}})",
         )
         return None
     first, last = span
     if not all(isinstance(y, int) and not isinstance(y, bool) for y in span) or first > last:
-        doc.problem(at, f"public_domains: column '{column}': years must be two whole years, first <= last")
+        doc.problem(
+            at,
+            f"public_domains: column '{column}': years must be two whole years, first <= last "
+            "(须为两个整数年份，起始年不大于结束年)",
+        )
         return None
     if kind not in (None, "date"):
-        doc.problem(at, f"public_domains: column '{column}' is {kind}, and only a date has a span of years")
+        doc.problem(
+            at,
+            f"public_domains: column '{column}' is {kind}, and only a date has a span of years "
+            "(只有日期字段可以有年份范围)",
+        )
         return None
     return first, last
 
@@ -113,7 +124,8 @@ def parse_domains(
         else:
             doc.problem(
                 ("public_domains", column),
-                f"public_domains: column '{column}': give a list of values or {{years: [first, last]}}",
+                f"public_domains: column '{column}': give a list of values or {{years: [first, last]}} "
+                "(请给出取值列表或年份范围)",
             )
     return PublicDomains(listed, years, reference)
 

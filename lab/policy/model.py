@@ -119,6 +119,7 @@ class Policy:
     domains: PublicDomains = field(default_factory=PublicDomains)  # public_domains:, reference_date:
     description: str = ""
     catalogue: CatalogueInfo = field(default_factory=CatalogueInfo)  # title, owner, frequency
+    export_reviewers: int | None = None  # distinct approvals an export needs (None: the lab's, 2)
 
     @property
     def threshold(self) -> float:

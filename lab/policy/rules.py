@@ -46,6 +46,7 @@ DATASET_KEYS = (
     "columns",
     "budget",
     "catalogue",
+    "export_reviewers",
 )
 _COMMON_KEYS = {"level", "pi", "rule", "identifier", "description", "watermark"}
 _RULE_KEYS: dict[str, set[str]] = {
@@ -141,6 +142,7 @@ def build_policy(
         domains=domains,
         description=_description(doc, value.get("description")),
         catalogue=parse_catalogue(doc, value.get("catalogue")),
+        export_reviewers=_reviewers(doc, value.get("export_reviewers")),
     )
     if "masked" in modes:
         for line, reason in release_problems(policy):
@@ -177,14 +179,17 @@ def _columns(
 def _column(doc: YamlDoc, name: str, spec: Any, kind: str | None) -> ColumnPolicy | None:
     at: Where = ("columns", name)
     if not isinstance(spec, dict):
-        doc.problem(at, f"column {name!r}: expected a mapping with level, pi and rule")
+        doc.problem(
+            at, f"column {name!r}: expected a mapping with level, pi and rule (字段须包含 level、pi 和 rule)"
+        )
         return None
     ok = True
     for key, allowed in (("level", LEVELS), ("pi", PI_CLASSES)):
         if spec.get(key) not in allowed:
             doc.problem(
                 (*at, key),
-                f"column {name!r}: {key} must be one of {', '.join(allowed)}, got {spec.get(key)!r}",
+                f"column {name!r}: {key} must be one of {', '.join(allowed)}, got {spec.get(key)!r} "
+                "(取值无效)",
             )
             ok = False
     rule = spec.get("rule")
@@ -199,14 +204,19 @@ def _column(doc: YamlDoc, name: str, spec: Any, kind: str | None) -> ColumnPolic
             doc.problem((*at, key), f"column {name!r}: {key!r} does not apply to rule {rule!r} (参数无效)")
             ok = False
     if spec.get("identifier") not in (None, "direct"):
-        doc.problem((*at, "identifier"), f"column {name!r}: identifier may only be 'direct'")
+        doc.problem(
+            (*at, "identifier"),
+            f"column {name!r}: identifier may only be 'direct' (identifier 只能是 direct)",
+        )
         ok = False
     params = {key: spec[key] for key in _RULE_KEYS[rule] if key in spec}
     ok = _check_params(doc, at, name, rule, params, kind) and ok
     watermark = spec.get("watermark")
     if watermark is not None and not _watermark_ok(watermark, rule, kind):
         doc.problem(
-            (*at, "watermark"), f"column {name!r}: watermark is a positive unit on a kept or top-coded number"
+            (*at, "watermark"),
+            f"column {name!r}: watermark is a positive unit on a kept or top-coded number "
+            "(水印须为保留或顶部编码数值字段上的正单位)",
         )
         ok = False
     if not ok:
@@ -236,22 +246,27 @@ def _check_params(
         return False
 
     if rule == "pseudonym" and not (isinstance(params.get("family"), str) and params["family"]):
-        return bad("rule", "pseudonym needs 'family:', the key family it joins on (e.g. person)")
+        return bad(
+            "rule",
+            "pseudonym needs 'family:', the key family it joins on (e.g. person) (假名化需要 "
+            "family：用于关联的密钥族)",
+        )
     if rule == "suppress_rare":
         count = params.get("min_count")
         if not isinstance(count, int) or isinstance(count, bool) or count < 2:
             return bad(
-                "min_count" if "min_count" in params else "rule", "suppress_rare needs 'min_count:' >= 2"
+                "min_count" if "min_count" in params else "rule",
+                "suppress_rare needs 'min_count:' >= 2 (稀有值抑制需要 min_count ≥ 2)",
             )
     if rule == "topcode" and not ({"top", "bottom"} & params.keys()):
-        return bad("rule", "topcode needs 'top:' and/or 'bottom:'")
+        return bad("rule", "topcode needs 'top:' and/or 'bottom:' (顶部编码需要 top 或 bottom)")
     for key in ("top", "bottom", "width"):
         if key in params and not _number(params[key]):
-            return bad(key, f"{key} must be a number")
+            return bad(key, f"{key} must be a number (须为数字)")
     if "top" in params and "bottom" in params and params["bottom"] >= params["top"]:
-        return bad("bottom", "bottom must be below top")
+        return bad("bottom", "bottom must be below top (bottom 须小于 top)")
     if rule in ("topcode",) and kind not in (None, "number"):
-        return bad("rule", f"{rule} applies to numbers, but the column holds {kind}")
+        return bad("rule", f"{rule} applies to numbers, but the column holds {kind} (该规则只适用于数值字段)")
     if rule == "generalise":
         return _check_generalise(at, params, kind, bad)
     return True
@@ -263,22 +278,27 @@ def _check_generalise(at: Where, params: dict[str, Any], kind: str | None, bad: 
         return bool(
             bad(
                 "to" if "to" in params else "rule",
-                f"generalise needs 'to:' one of {', '.join(_GENERALISE_KIND)}",
+                f"generalise needs 'to:' one of {', '.join(_GENERALISE_KIND)} (泛化需要 to: 指定目标)",
             )
         )
     if kind is not None and kind not in _GENERALISE_KIND[target]:
-        return bool(bad("to", f"cannot generalise {kind} to {target!r}"))
+        return bool(bad("to", f"cannot generalise {kind} to {target!r} (该字段类型不能这样泛化)"))
     numeric_band = target == "band" and (kind == "number" or "width" in params)
     if numeric_band and not (_number(params.get("width")) and params["width"] > 0):
-        return bool(bad("to", "a numeric band needs 'width:' > 0"))
+        return bool(bad("to", "a numeric band needs 'width:' > 0 (数值分段需要 width > 0)"))
     if target == "band" and not numeric_band:
         years = params.get("years", 5)
         if not isinstance(years, int) or isinstance(years, bool) or years < 1:
-            return bool(bad("years", "'years:' must be a whole number of years >= 1"))
+            return bool(bad("years", "'years:' must be a whole number of years >= 1 (须为不小于 1 的整数年)"))
     if {"top", "bottom", "width"} & params.keys() and not numeric_band:
-        return bool(bad("to", "top, bottom and width apply only to numeric bands"))
+        return bool(
+            bad(
+                "to",
+                "top, bottom and width apply only to numeric bands (top、bottom、width 只适用于数值分段)",
+            )
+        )
     if "years" in params and not (target == "band" and not numeric_band):
-        return bool(bad("years", "'years:' applies only to date bands"))
+        return bool(bad("years", "'years:' applies only to date bands (years 只适用于日期分段)"))
     return True
 
 
@@ -295,15 +315,20 @@ def _column_list(
     doc: YamlDoc, at: Where, value: Any, columns: Mapping[str, ColumnPolicy], what: str
 ) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        doc.problem(at, f"{what}s must be a list of column names")
+        doc.problem(at, f"{what}s must be a list of column names (须为字段名列表)")
         return ()
     for i, name in enumerate(value):
         column = columns.get(name)
         if column is None:
-            doc.problem((*at, i), f"{what} {name!r} is not a classified column of this dataset")
+            doc.problem(
+                (*at, i),
+                f"{what} {name!r} is not a classified column of this dataset (不是本数据集已分级的字段)",
+            )
         elif not column.released:
             doc.problem(
-                (*at, i), f"{what} {name!r} has rule {column.rule!r}; it must be released (keep/generalise)"
+                (*at, i),
+                f"{what} {name!r} has rule {column.rule!r}; it must be released (keep/generalise) "
+                "(该字段必须发布：keep 或 generalise)",
             )
     return tuple(value)
 
@@ -333,7 +358,8 @@ def _l_diversity(
     for i, name in enumerate(sensitive):
         if name in qis:
             doc.problem(
-                ("l_diversity", "columns", i), f"{name!r} cannot be both a quasi-identifier and sensitive"
+                ("l_diversity", "columns", i),
+                f"{name!r} cannot be both a quasi-identifier and sensitive (不能既是准标识符又是敏感属性)",
             )
     return int(value["l"]), sensitive
 
@@ -350,11 +376,17 @@ def _privacy_unit(
         or set(value) != {"column", "max_rows"}
         or not _positive_int(value["max_rows"], 1)
     ):
-        doc.problem(("privacy_unit",), "privacy_unit must be {column: <name>, max_rows: <1 or more>}")
+        doc.problem(
+            ("privacy_unit",),
+            "privacy_unit must be {column: <name>, max_rows: <1 or more>} (隐私单元须为 {column: 字段名, "
+            "max_rows: "
+            "≥1})",
+        )
         return None, 1
     if value["column"] not in columns:
         doc.problem(
-            ("privacy_unit", "column"), f"privacy unit {value['column']!r} is not a column of this dataset"
+            ("privacy_unit", "column"),
+            f"privacy unit {value['column']!r} is not a column of this dataset (隐私单元不是本数据集的字段)",
         )
         return None, 1
     return str(value["column"]), int(value["max_rows"])
@@ -373,6 +405,19 @@ def _risk_threshold(doc: YamlDoc, value: Any) -> float | None:
     return float(value)
 
 
+def _reviewers(doc: YamlDoc, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 9:
+        doc.problem(
+            ("export_reviewers",),
+            f"export_reviewers must be a whole number from 2 to 9, the distinct operators who approve an "
+            f"export of this dataset (导出审核人数须为 2 到 9 的整数), got {value!r}",
+        )
+        return None
+    return value
+
+
 def _household(doc: YamlDoc, value: Any, columns: Mapping[str, ColumnPolicy]) -> HouseholdLink | None:
     if value is None:
         return None
@@ -384,7 +429,8 @@ def _household(doc: YamlDoc, value: Any, columns: Mapping[str, ColumnPolicy]) ->
     if column is None or column.rule != "pseudonym":
         doc.problem(
             (*at, "column"),
-            f"household_link column {value['column']!r} must be a pseudonymised column of this dataset",
+            f"household_link column {value['column']!r} must be a pseudonymised column of this dataset "
+            "(户关联字段须为本数据集的假名化字段)",
         )
         return None
     purposes = value.get("purposes", [])
@@ -411,7 +457,9 @@ def _longitudinal(
         )
         return None
     if unit is None:
-        doc.problem(at, "longitudinal rows need 'privacy_unit:' (whose trajectory it is)")
+        doc.problem(
+            at, "longitudinal rows need 'privacy_unit:' (whose trajectory it is) (纵向数据需要 privacy_unit)"
+        )
         return None
     time = columns.get(value["time"])
     kind = None if kinds is None or time is None else kinds.get(time.name)
@@ -422,13 +470,17 @@ def _longitudinal(
         or time.params.get("to") not in (None, "month")
     ):
         doc.problem(
-            (*at, "time"), f"longitudinal time {value['time']!r} must be a released monthly date column"
+            (*at, "time"),
+            f"longitudinal time {value['time']!r} must be a released monthly date column "
+            "(须为已发布的月度日期字段)",
         )
         return None
     within = value.get("within")
     if within is not None and (within not in columns or not columns[within].released):
         doc.problem(
-            (*at, "within"), f"longitudinal within {within!r} must be a released column of this dataset"
+            (*at, "within"),
+            f"longitudinal within {within!r} must be a released column of this dataset "
+            "(须为本数据集已发布的字段)",
         )
         return None
     levels = value.get("generalise", list(LONGITUDINAL_LEVELS))
@@ -441,12 +493,16 @@ def _longitudinal(
     ):
         doc.problem(
             (*at, "generalise"),
-            f"longitudinal generalise must list levels from finest to coarsest, of: {', '.join(order)}",
+            f"longitudinal generalise must list levels from finest to coarsest, of: {', '.join(order)} "
+            "(须按从细到粗列出层级)",
         )
         return None
     share = value.get("max_suppressed", 0.05)
     if not _number(share) or not 0 <= share < 1:
-        doc.problem((*at, "max_suppressed"), "longitudinal max_suppressed must be a share in [0, 1)")
+        doc.problem(
+            (*at, "max_suppressed"),
+            "longitudinal max_suppressed must be a share in [0, 1) (max_suppressed 须为 [0, 1) 之间的比例)",
+        )
         return None
     return Longitudinal(time.name, within, tuple(levels), float(share))
 
@@ -457,7 +513,10 @@ def _linked(doc: YamlDoc, value: Any, dataset: str) -> tuple[str, ...]:
         return ()
     for i, name in enumerate(value):
         if name == dataset:
-            doc.problem(("linked_datasets", i), f"dataset {dataset!r} cannot be linked with itself")
+            doc.problem(
+                ("linked_datasets", i),
+                f"dataset {dataset!r} cannot be linked with itself (数据集不能与自身关联)",
+            )
     return tuple(dict.fromkeys(v for v in value if v != dataset))
 
 

@@ -68,8 +68,7 @@ def checked_imports(store: RawStore, negative: NegativeList) -> tuple[dict[str, 
         try:
             if data is None:
                 raise LabError(
-                    f"{label} is missing; accept the version again (datalab dataset accept {name}) "
-                    f"/ 已采纳的策略缺失，请重新采纳",
+                    f"{label} is missing; import the dataset again / {label} 缺失，请重新导入该数据集",
                     reason="policy",
                 )
             types = column_types({c["name"]: c["type"] for c in meta.get("schema", [])})
@@ -104,8 +103,8 @@ def _problem(label: str, line: str) -> PolicyProblem:
     """``label:N: reason`` (or any other text) as a PolicyProblem of ``label``."""
     number, _, reason = line.removeprefix(f"{label}:").partition(": ")
     if line.startswith(f"{label}:") and number.isdigit():
-        return PolicyProblem(label, int(number), reason)
-    return PolicyProblem(label, 0, line.removeprefix(f"{label}: "))
+        return PolicyProblem(label, int(number), str(reason))  # the PolicyError's own words
+    return PolicyProblem(label, 0, str(line.removeprefix(f"{label}: ")))
 
 
 def policies(settings: Settings, store: RawStore | None = None) -> dict[str, Policy]:

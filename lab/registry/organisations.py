@@ -426,7 +426,9 @@ def _membership(row: Mapping[str, Any]) -> Membership:
 @contextmanager
 def closing_registry(settings: Settings) -> Iterator[Registry]:
     """The registry of the lab's ledger database, closed on leaving the block."""
-    registry = Registry(Ledger(settings.ledger_url, anchor_path=settings.ledger_anchor))
+    from lab.store.ledgers import open_ledger  # the registry's ledger, with the lab's anchor
+
+    registry = Registry(open_ledger(settings))
     try:
         yield registry
     finally:

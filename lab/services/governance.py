@@ -5,10 +5,9 @@ the bearer API, the consoles and the ``datalab`` CLI enforce the same rules:
 
 =====================  =================================================================
 analyst                apply for a dataset; see the organisation's applications, grants
-                       (with expiry reminders) and exports; request an export; download
-                       an approved export of the organisation
+                       (with expiry reminders); the exports (:mod:`lab.services.airlock`)
 operator               decide applications (never their own), list and revoke grants,
-                       see the catalogue with policies, review, revoke and download exports
+                       see the catalogue with policies; check exports (the same module)
 auditor                search the audit log, verify it, budget spent over time, flags of
                        suspicious patterns, audit packages
 =====================  =================================================================
@@ -20,8 +19,6 @@ organisation's extract in the background (``build`` is called with the grant).
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -35,6 +32,7 @@ from lab.ledger.applications import check_reason
 from lab.policy import Policy
 from lab.registry import listing, organisations
 from lab.registry.datasets import current, raw_store
+from lab.services.airlock import AirlockDesk
 from lab.settings import Settings
 
 Build = Callable[[Grant, str], None]
@@ -84,7 +82,7 @@ def _search(value: Any) -> str | None:
     return validate.optional(lambda v, n: validate.text(v, n, limit=200, lines=False), value, "q")
 
 
-class Governance:
+class Governance(AirlockDesk):
     """Applications, grants, exports and the audit trail, by role."""
 
     def __init__(
@@ -286,75 +284,6 @@ class Governance:
     def catalogue_entry(self, caller: Caller, name: Any) -> dict[str, Any]:
         dataset = validate.name(name, "dataset")
         return listing.find(self.catalogue(caller), dataset)
-
-    # --- exports ----------------------------------------------------------------------
-
-    def request_export(self, caller: Caller, body: Mapping[str, Any]) -> dict[str, Any]:
-        caller.require("analyst")
-        if not caller.org:
-            raise AccessDenied("only analysts of an organisation can export / 仅机构分析人员可以导出")
-        name = validate.text(body.get("name") or "export", "name", limit=255, lines=False)
-        purpose = validate.text(body.get("purpose") or "", "purpose")
-        dataset = validate.optional(validate.name, body.get("dataset"), "dataset")
-        counts, by = _columns(body.get("counts"), "counts"), _columns(body.get("by"), "by")
-        content = body.get("content_b64") or ""
-        try:
-            if not isinstance(content, str):
-                raise ValueError
-            data = base64.b64decode(content, validate=True)
-        except (binascii.Error, ValueError):
-            raise ConfigError(
-                "content_b64 must be the file's bytes in base64 / content_b64 必须是 base64 编码的文件内容",
-                reason="invalid-value",
-            ) from None
-        export = self.airlock.request(
-            organisation=caller.org,
-            requester=caller.username,
-            name=name,
-            data=data,
-            purpose=purpose,
-            dataset=dataset,
-            counts=counts,
-            by=by,
-        )
-        return export.as_dict()
-
-    def exports(self, caller: Caller, state: str | None = None) -> list[dict[str, Any]]:
-        if "operator" in caller.roles:
-            return [e.as_dict() for e in self.ledger.list_exports(state=_state(state))]
-        caller.require("analyst")
-        if not caller.org:
-            return []
-        return [e.as_dict() for e in self.ledger.list_exports(organisation=caller.org, state=_state(state))]
-
-    def review_export(self, caller: Caller, export_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
-        caller.require("operator")
-        export_number = _int(export_id, "export id")
-        decision = validate.choice(body.get("decision"), "decision", ("approve", "reject"))
-        override = body.get("override") in (True, "true", "on", "1")
-        export = self.ledger.review_export(
-            export_number,
-            by=caller.username,
-            approve=decision == "approve",
-            reason=_text(body, "reason"),
-            override=override,
-        )
-        return export.as_dict()
-
-    def revoke_export(self, caller: Caller, export_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
-        caller.require("operator")
-        export_number = _int(export_id, "export id")
-        reason = check_reason(_text(body, "reason"))
-        return self.ledger.revoke_export(export_number, by=caller.username, reason=reason).as_dict()
-
-    def download_export(self, caller: Caller, export_id: Any, *, via: str) -> tuple[str, bytes]:
-        """An approved export's name and bytes: for its organisation's analysts and operators."""
-        caller.require("analyst", "operator")
-        export = self.ledger.get_export(_int(export_id, "export id"))
-        if "operator" not in caller.roles and export.organisation != caller.org:
-            raise NotFound(f"there is no export {export.id} / 导出申请不存在", reason="no-such-export")
-        export, data = self.airlock.download(export.id, actor=caller.username, via=via)
-        return export.name, data
 
     # --- audit ------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 ``Gateway.run`` is the one path from a notebook to raw data and runs its checks in a
 fixed order, never overridden: authorise (role, active grant with the ``dp`` mode) →
-validate the query against the DP view → reserve the budget (atomically, in the ledger)
+validate the query against the DP view → wait for a slot (:mod:`lab.services.admission`:
+a query turned away as busy has reserved nothing) → reserve the budget (atomically, in the ledger)
 → execute with OpenDP → record (the audit record with the canonical query, ε, δ and the
 result's digest is durable) → release the result.
 
@@ -21,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from lab import dp, dpextract, extracts
+from lab.dp.engine import mean_accuracy
 from lab.errors import ConfigError, LabError
 from lab.gateway.auth import Caller
 from lab.ledger import Grant, Kind, Ledger
@@ -30,6 +32,7 @@ from lab.policy import Policy
 from lab.rawtables import RawTables, Table
 from lab.registry import catalogue
 from lab.registry.datasets import LivePolicies
+from lab.services.admission import Admission
 from lab.settings import Settings
 from lab.suspicious import DatasetProfile
 
@@ -100,11 +103,32 @@ def _noise(preview: dp.Preview) -> list[dict[str, Any]]:
     return [dataclasses.asdict(n) for n in preview.noise]
 
 
+MEAN_ROWS_SHOWN = (100, 1_000, 10_000)  # group sizes at which a mean's preview shows its accuracy
+
+
+def _mean_accuracy(query: dp.Query, preview: dp.Preview) -> dict[str, Any]:
+    """For a mean: the accuracy of the mean itself (not of its sum and count) at a few group sizes."""
+    bounds = query.aggregate.bounds
+    if query.aggregate.kind != "mean" or bounds is None:
+        return {}
+    sum_noise, count_noise = preview.noise
+    return {
+        "mean_accuracy": [
+            {
+                "rows": rows,
+                "accuracy": mean_accuracy(sum_noise.scale, count_noise.scale, preview.alpha, bounds, rows),
+            }
+            for rows in MEAN_ROWS_SHOWN
+        ]
+    }
+
+
 class Gateway:
     def __init__(self, settings: Settings, ledger: Ledger, policies: Mapping[str, Policy]) -> None:
         self.settings = settings
         self.ledger = ledger
         self.tables = RawTables(settings, policies)
+        self.admission = Admission(settings.heavy_queries, settings.heavy_queue, settings.heavy_wait_s)
         self._profiles: dict[str, tuple[Any, DatasetProfile]] = {}
         sync_budget_limits(ledger, policies, actor="gateway-policy")
         if isinstance(policies, LivePolicies):  # a register accepted later gets its caps at once
@@ -208,6 +232,7 @@ class Gateway:
             "affordable": preview.epsilon <= budget["epsilon_remaining"]
             and preview.delta <= budget["delta_remaining"]
             and within_total,
+            **_mean_accuracy(query, preview),
         }
 
     def run(self, caller: Caller, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -215,9 +240,12 @@ class Gateway:
         query, table, grant = self._prepare(caller, body)
         preview = dp.preview(query, table.meta)  # invalid queries fail here, before any reservation
         try:
-            with self.ledger.spend(
-                grant.id, preview.epsilon, preview.delta, actor=caller.username, query=query.canonical()
-            ) as spend:
+            with (
+                self.admission.slot(),
+                self.ledger.spend(
+                    grant.id, preview.epsilon, preview.delta, actor=caller.username, query=query.canonical()
+                ) as spend,
+            ):
                 # Charged from the first row read on; a failure before it is refunded.
                 result = dp.release(query, table.frame, table.meta, before_read=spend.reading_data)
                 spend.result(result.digest, scale=result.scale, groups=len(result.rows))
@@ -254,14 +282,15 @@ class Gateway:
     def build_extract(self, caller: Caller, body: Mapping[str, Any]) -> dict[str, Any]:
         """Build a DP extract for the caller's organisation, charged to its grant."""
         caller.require("analyst")
-        return extracts.build_dp(
-            self.settings,
-            str(body.get("dataset")),
-            caller.org or "",
-            kind=str(body.get("kind")),
-            spec=body.get("spec") or {},
-            actor=caller.username,
-        )
+        with self.admission.slot():  # before the extract reserves its budget
+            return extracts.build_dp(
+                self.settings,
+                str(body.get("dataset")),
+                caller.org or "",
+                kind=str(body.get("kind")),
+                spec=body.get("spec") or {},
+                actor=caller.username,
+            )
 
     def history(self, caller: Caller) -> list[dict[str, Any]]:
         """The caller's own DP queries, newest first."""

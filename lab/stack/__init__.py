@@ -54,8 +54,8 @@ def _check_ports(component: Component, settings: Settings) -> None:
                 f"{component.title} cannot start: port {port} on {settings.host} is already in use "
                 f"by another program. Stop that program, or move {component.title} with "
                 f"{Ports.env_name(port_name)}=<free port> (e.g. in .env, then 'make up' again). "
-                f"/ 端口 {port} 已被其他程序占用：请停止该程序，"
-                f"或用 {Ports.env_name(port_name)} 改用空闲端口。",
+                f"/ 端口 {port} 已被其他程序占用：请停止该程序，或用 {Ports.env_name(port_name)} "
+                "指定空闲端口后重新 make up。",
             )
 
 
@@ -81,8 +81,8 @@ def _start(component: Component, spec: Launch, settings: Settings, ui: Progress)
         procs.stop(component.pid_file(settings))
         raise HealthCheckFailed(
             f"{component.title} did not become healthy at {component.health_url(settings)} "
-            f"within {component.start_timeout:.0f}s; see its log / {component.title} 未能在规定时间内启动，"
-            f"请查看日志 {log}:\n  " + "\n  ".join(lines),
+            f"within {component.start_timeout:.0f}s (组件未能在规定时间内正常启动，请查看日志). "
+            f"Last lines of {log}:\n  " + "\n  ".join(lines),
         )
 
 
@@ -149,6 +149,5 @@ def log_file(settings: Settings, name: str) -> Path:
         return BY_NAME[name].log_file(settings)
     except KeyError:
         raise NotFound(
-            f"No component {name!r}; choose one of: {', '.join(BY_NAME)}. "
-            f"/ 没有组件 {name}，请从上述组件中选择。"
+            f"No component {name!r}; choose one of: {', '.join(BY_NAME)}. / 没有该组件，请选择其中之一。"
         ) from None

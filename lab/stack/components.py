@@ -101,7 +101,8 @@ def launch(component: Component, settings: Settings, installed: Installed) -> La
                 "MINIO_ROOT_PASSWORD": vault.secret(settings, "minio-root-password"),
                 "MINIO_BROWSER": "off",
                 "MINIO_UPDATE": "off",
-                "MINIO_IDENTITY_OPENID_CONFIG_URL": f"{settings.issuer}/.well-known/openid-configuration",
+                "MINIO_IDENTITY_OPENID_CONFIG_URL": f"{settings.keycloak_url}/realms/{settings.realm}"
+                "/.well-known/openid-configuration",
                 "MINIO_IDENTITY_OPENID_CLIENT_ID": MINIO_CLIENT_ID,
                 "MINIO_IDENTITY_OPENID_CLIENT_SECRET": vault.secret(settings, "minio-client-secret"),
                 "MINIO_IDENTITY_OPENID_CLAIM_NAME": "policy",
@@ -110,9 +111,7 @@ def launch(component: Component, settings: Settings, installed: Installed) -> La
                 "MINIO_STS_DURATION": STS_DURATION,
                 # Every S3 request is reported to the gateway, which records extract downloads.
                 "MINIO_AUDIT_WEBHOOK_ENABLE_DATALAB": "on",
-                "MINIO_AUDIT_WEBHOOK_ENDPOINT_DATALAB": settings.url(
-                    "gateway", f"{GATEWAY_PREFIX}/minio/audit"
-                ),
+                "MINIO_AUDIT_WEBHOOK_ENDPOINT_DATALAB": f"{settings.gateway_url}/minio/audit",
                 "MINIO_AUDIT_WEBHOOK_AUTH_TOKEN_DATALAB": "Bearer " + audit_token,
             }
         )

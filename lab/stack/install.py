@@ -37,7 +37,7 @@ def _run(argv: list[str], *, env: dict[str, str], what: str, log: Path, cwd: Pat
     if result.returncode != 0:
         last = log.read_text(errors="replace").strip().splitlines()[-8:]
         raise InstallFailed(
-            f"{what} failed (exit {result.returncode}); see the full log / 安装步骤失败，完整日志: {log}\n  "
+            f"{what} failed (exit {result.returncode}) / 安装步骤失败，请查看完整日志; full log: {log}\n  "
             + "\n  ".join(last)
         )
 

@@ -37,8 +37,8 @@ def apt_install(*packages: str) -> None:
     command = f"apt-get update && apt-get install -y {' '.join(packages)}"
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise MissingTool(
-            f"{', '.join(packages)} is not installed. Install it as root "
-            f"/ 未安装，请以 root 身份安装: {command}"
+            f"{', '.join(packages)} is not installed. Install it as root: {command} "
+            "/ 缺少所需软件包，请以 root 身份运行上述命令安装"
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     steps = [] if _apt_updated else [["apt-get", "update", "-q"]]
@@ -47,7 +47,7 @@ def apt_install(*packages: str) -> None:
         result = subprocess.run(step, capture_output=True, text=True, env=env)
         if result.returncode != 0:
             last = (result.stdout + result.stderr).strip().splitlines()[-5:]
-            raise InstallFailed(f"'{' '.join(step)}' failed / 安装失败:\n  " + "\n  ".join(last))
+            raise InstallFailed(f"'{' '.join(step)}' failed (软件包安装失败):\n  " + "\n  ".join(last))
     _apt_updated = True
 
 
@@ -75,8 +75,8 @@ def java_home(supported: tuple[int, ...]) -> tuple[Path, tuple[int, ...]]:
     raise MissingTool(
         f"Keycloak needs Java {wanted}; found {found}. "
         f"Install OpenJDK {supported[0]} (apt-get install openjdk-{supported[0]}-jre-headless) "
-        f"or set JAVA_HOME to a JDK {wanted}. / Keycloak 需要 Java {wanted}：请安装 OpenJDK "
-        f"{supported[0]} 或将 JAVA_HOME 设为相应的 JDK。"
+        f"or set JAVA_HOME to a JDK {wanted}. / Keycloak 需要 Java {wanted}，请安装 OpenJDK 或设置 "
+        "JAVA_HOME。"
     )
 
 
@@ -116,7 +116,7 @@ def ensure_program(program: str, package: str) -> Path:
         path = shutil.which(program)
     if path is None:
         raise InstallFailed(
-            f"installed {package} but '{program}' is still not on PATH "
-            f"/ 已安装 {package}，但 PATH 中仍找不到 {program}"
+            f"installed {package} but '{program}' is still not on PATH / 已安装 {package}，但 PATH "
+            f"中仍找不到 {program}"
         )
     return Path(path)

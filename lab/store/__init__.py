@@ -1,1 +1,1 @@
-"""Where bytes live: the object-storage layout (``lab.store.layout``)."""
+"""Where things live: the object-storage layout (``lab.store.layout``) and the ledger (``.ledgers``)."""

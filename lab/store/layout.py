@@ -18,6 +18,7 @@ The one place that spells them; every reader and writer builds its names here::
       _released/<org>/<digest>.json        a released DP result kept for re-checking
     audit-archive/                         object lock, COMPLIANCE retention
       segments/<ledger id>/<first>-<last>.jsonl (+ .json manifest)
+      anchors/<ledger id>.json             the chain's head, one version per append (replicas)
 
 Pure names: nothing here talks to MinIO, so the analyst's client may import it too.
 """
@@ -38,6 +39,7 @@ UTILITY_REPORT = "utility.json"
 STAGING = ".staging"  # outside every organisation's prefix (no organisation id starts with ".")
 RELEASED = "_released"  # no organisation id starts with "_"
 AUDIT_SEGMENTS = "segments/"
+AUDIT_ANCHORS = "anchors/"
 
 
 def raw_object(dataset: str) -> str:
@@ -97,6 +99,11 @@ def export_object(org: str, token: str, name: str) -> str:
 def released_result(org: str, digest: str) -> str:
     """A released DP result kept in the exports bucket, by its digest."""
     return f"{RELEASED}/{org}/{digest}.json"
+
+
+def audit_anchor(ledger_id: str) -> str:
+    """The head of one ledger's audit chain, kept here with ``DATALAB_AUDIT_ANCHOR=object``."""
+    return f"{AUDIT_ANCHORS}{ledger_id}.json"
 
 
 def audit_segments(ledger_id: str) -> str:

@@ -109,7 +109,7 @@ def _check_arguments(rows: int, seed: int, chunk_rows: int) -> None:
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise ConfigError(f"rows must be a positive integer (行数必须是正整数), got {rows!r}")
     if chunk_rows < 1:
-        raise ConfigError(f"chunk_rows must be positive, got {chunk_rows!r}")
+        raise ConfigError(f"chunk_rows must be positive (分块行数必须为正), got {chunk_rows!r}")
 
 
 def generate(

@@ -358,8 +358,10 @@ def test_export_with_a_small_cell_is_held_with_the_reason_shown(lab: Settings) -
     refused = httpx.get(f"{_api(lab)}/exports/{export['id']}/download", headers=_h(lab, ANALYST))
     assert refused.status_code == 403 and refused.json()["error"]["reason"] == "export-held"
     with closing(console_login(lab, OPERATOR)) as operator:
-        page = operator.get(f"{console_base(lab)}/operator").text
-    assert f'id="export-{export["id"]}"' in page and "fewer than 10" in page
+        listed = operator.get(f"{console_base(lab)}/operator/exports").text
+        page = operator.get(f"{console_base(lab)}/operator/exports/{export['id']}").text  # a recorded view
+    assert f'id="export-{export["id"]}"' in listed and 'data-state="held"' in listed
+    assert "fewer than 10" in page and "张店区" in page
     approve_held = httpx.post(
         f"{_api(lab)}/operator/exports/{export['id']}/review",
         headers=_h(lab, OPERATOR),
@@ -390,10 +392,15 @@ def test_revoked_export_can_no_longer_be_downloaded(lab: Settings) -> None:
     export = _export(lab, "big_cells.csv", data, dataset=DATASET)
     assert export["state"] == "pending"
     operator = _h(lab, OPERATOR)
-    reviewed = httpx.post(
-        f"{_api(lab)}/operator/exports/{export['id']}/review", headers=operator, json={"decision": "approve"}
-    )
-    assert reviewed.status_code == 200 and reviewed.json()["state"] == "approved"
+    for checker, state in ((OPERATOR, "pending"), ("op.li", "approved")):  # two distinct checkers
+        headers = _h(lab, checker)
+        assert httpx.get(f"{_api(lab)}/operator/exports/{export['id']}", headers=headers).status_code == 200
+        reviewed = httpx.post(
+            f"{_api(lab)}/operator/exports/{export['id']}/review",
+            headers=headers,
+            json={"decision": "approve"},
+        )
+        assert reviewed.status_code == 200 and reviewed.json()["state"] == state
     url = f"{_api(lab)}/exports/{export['id']}/download"
     assert httpx.get(url, headers=_h(lab, ANALYST)).content == data
     other_org = httpx.get(url, headers=_h(lab, "li.na"))

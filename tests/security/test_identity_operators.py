@@ -22,6 +22,7 @@ from lab import iam, vault
 from lab.hub.config import user_url
 from lab.settings import Settings
 from tests.integration import keycloak_test_client as kct
+from tests.integration.console_client import browser_like_client
 from tests.security.identity_support import HubSession, Snapshot, api, bearer, hub_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
@@ -168,6 +169,15 @@ def _operator_tries_the_server(lab: Settings, operator: HubSession, analyst: Hub
         # The hub's origin does not serve the server either (the hub hides it: 404).
         via_hub = operator.client.get(f"{lab.hub_url}/user/{ANALYST}{path}")
         assert via_hub.status_code in (403, 404), (path, via_hub.status_code)
+    # Nor with the operator's own hub API token (made by the operator, for the operator).
+    own = operator.hub_api("POST", f"/users/{OPERATOR}/tokens", json={"expires_in": 600, "note": "probe"})
+    assert own.status_code == 201, own.status_code
+    token = {"Authorization": f"token {own.json()['token']}"}
+    with browser_like_client(timeout=60) as bare:  # no cookie: the token alone
+        for path in ("/lab", "/api/kernels", "/api/contents"):
+            seen = bare.get(f"{server}{path}", headers=token)
+            print(f"operator's own hub token on {server}{path}: HTTP {seen.status_code}")
+            assert seen.status_code == 403, (path, seen.status_code)
     # No body (a default kernel for anyone allowed to start one): seen once on a loaded machine,
     # the proxy answered 503 (EPIPE writing a body) instead of passing on the server's 403.
     opened = operator.client.post(f"{server}/api/kernels")

@@ -351,7 +351,7 @@ def test_console_forms_and_filters_refuse_bad_input(lab: Settings, book: Ledger)
         before, head = snapshot(book), _head(book)  # after the logins (each one is recorded)
         token = csrf(operator.get(f"{base}/operator").text)
         for path, form in [
-            (f"/operator/exports/{HUGE_ID}/review", {"decision": "approve"}),
+            (f"/operator/exports/{HUGE_ID}/decide", {"decision": "approve"}),
             (f"/operator/grants/{HUGE_ID}/revoke", {"reason": "x"}),
             (f"/operator/applications/{HUGE_ID}/approve", {"epsilon": "nan"}),
             (f"/operator/applications/{NO_SUCH_ID}/approve", {"epsilon": "1e999"}),

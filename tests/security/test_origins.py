@@ -36,7 +36,7 @@ from tests.integration.browser import browser  # noqa: F401
 from tests.integration.console_client import console_login as http_console_login
 from tests.integration.console_client import csrf
 
-pytestmark = pytest.mark.security
+pytestmark = [pytest.mark.integration, pytest.mark.security]
 
 ANALYST, ORG, DATASET, OPERATOR = "liu.yang", "zibo-credit", "legal_entity", "op.wang"
 

@@ -21,7 +21,7 @@ import pytest
 from lab.settings import Settings
 from tests.integration.console_client import console_login, console_session
 
-pytestmark = pytest.mark.security
+pytestmark = [pytest.mark.integration, pytest.mark.security]
 
 BASE = "/services/gateway/console"
 HEADERS = {

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import sys
 from typing import Any
 
 CONFIG = "/usr/local/etc/jupyterhub/jupyterhub_config.py"
+
+
+def _digest(value: Any) -> str | None:
+    """A token's SHA-256, so the test can tell which Secret it came from without printing it."""
+    return hashlib.sha256(value.encode()).hexdigest() if isinstance(value, str) else None
 
 
 def _name(obj: Any) -> str:
@@ -111,7 +117,8 @@ def main() -> None:
             "oauth_token_expires_in": c.JupyterHub.oauth_token_expires_in,
         },
         "services": [
-            {k: v for k, v in s.items() if k != "api_token"} | {"api_token_set": bool(s.get("api_token"))}
+            {k: v for k, v in s.items() if k != "api_token"}
+            | {"api_token_set": bool(s.get("api_token")), "api_token_sha256": _digest(s.get("api_token"))}
             for s in c.JupyterHub.services
         ],
         "load_roles": c.JupyterHub.load_roles,

@@ -11,6 +11,7 @@ virtualenv (``lab.stack.install.chart_hub_env``) are built once into the cache.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -24,9 +25,20 @@ import yaml
 
 from lab import iam
 from lab.hub.auth import OPERATOR_GROUP, OPERATOR_ROLE, subdomain_hook
+from lab.hub.servers import STEWARD_SCOPES
 from lab.settings import load_settings
 from lab.stack import install
 from lab.stack.ui import Progress
+from tests.unit.helm_support import (
+    KUBE_VERSION,
+    NAMESPACE,
+    RELEASE,
+    documents,
+    find,
+    helm_fixture,  # noqa: F401  (a fixture)
+    helm_run,
+    pod_templates,
+)
 
 # A cold cache builds helm (about 10 min on 2 busy cores) and the hub's venv (about 4 min)
 # inside the first tests' setup: more than the suite's default timeout allows.
@@ -36,13 +48,13 @@ REPO = Path(__file__).resolve().parents[2]
 THIRD_PARTY = REPO.parent / "shared" / "third_party" / "z2jh-4.4.0"
 CHART = THIRD_PARTY / "jupyterhub"
 VALUES = REPO / "deploy" / "helm" / "values.yaml"
-RELEASE = NAMESPACE = "datalab"
-KUBE_VERSION = "1.28.0"  # the chart's lowest (kubeVersion >= 1.28)
 GATEWAY_LABELS = {"app.kubernetes.io/name": "datalab-gateway"}
+GATEWAY_TOKEN_KEY = "hub.services.gateway.apiToken"  # in hub.existingSecret
+GATEWAY_TOKEN = "test-only-gateway-hub-token"
 
 
-@pytest.fixture(scope="module")
-def chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(name="chart", scope="module")
+def chart_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The chart as published: its source plus ``values.schema.json``, which z2jh's release
     tooling generates from ``values.schema.yaml`` (helm reads only the JSON file, so the
     source alone renders without any schema check)."""
@@ -57,40 +69,21 @@ def chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return published
 
 
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    return install.helm(load_settings(), Progress(quiet=True))
-
-
-def _template(helm: Path, chart: Path, *extra: Path) -> subprocess.CompletedProcess[str]:
-    argv = [str(helm), "template", RELEASE, str(chart), "--namespace", NAMESPACE]
+def template(helm: Path, chart: Path, *extra: Path) -> subprocess.CompletedProcess[str]:
+    """``helm template`` of the z2jh chart with deploy/ values (and ``extra`` values files)."""
+    argv = ["template", RELEASE, str(chart), "--namespace", NAMESPACE]
     argv += ["--kube-version", KUBE_VERSION, "--values", str(VALUES)]
     for path in extra:
         argv += ["--values", str(path)]
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(chart.parent / "helm-home")}  # no user config
-    env |= {"HELM_CACHE_HOME": env["HOME"], "HELM_CONFIG_HOME": env["HOME"], "HELM_DATA_HOME": env["HOME"]}
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    return helm_run(helm, chart.parent / "helm-home", *argv)
 
 
-@pytest.fixture(scope="module")
-def objects(helm: Path, chart: Path) -> list[dict[str, Any]]:
-    rendered = _template(helm, chart)
+@pytest.fixture(name="objects", scope="module")
+def objects_fixture(helm: Path, chart: Path) -> list[dict[str, Any]]:
+    """The z2jh chart's objects as rendered with deploy/helm/values.yaml."""
+    rendered = template(helm, chart)
     assert rendered.returncode == 0, rendered.stderr
-    return [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
-
-
-def _find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(found) == 1, f"{kind}/{name}: {len(found)} rendered"
-    return found[0]
-
-
-def _pod_templates(objects: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
-    return {
-        f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]["metadata"]["labels"]
-        for o in objects
-        if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet")
-    }
+    return documents(rendered.stdout)
 
 
 # -- rendering and the chart's schema ----------------------------------------------------
@@ -105,7 +98,7 @@ def test_the_chart_renders_with_the_values_and_its_schema_checks_them(
         assert expected in kinds
     for policy in ("hub", "proxy", "singleuser"):
         assert ("NetworkPolicy", policy) in kinds
-    hub = _find(objects, "Deployment", "hub")["spec"]["template"]["spec"]["containers"][0]
+    hub = find(objects, "Deployment", "hub")["spec"]["template"]["spec"]["containers"][0]
     assert hub["image"] == "registry.example.org/datalab/hub:0.1.0"
 
     # helm validates every values file against the chart's values.schema.yaml while rendering:
@@ -114,7 +107,7 @@ def test_the_chart_renders_with_the_values_and_its_schema_checks_them(
     misspelt.write_text(
         yaml.safe_dump({"singleuser": {"networkPolicy": {"egressAllowRules": {"nonPrivateIP": False}}}})
     )
-    refused = _template(helm, chart, misspelt)
+    refused = template(helm, chart, misspelt)
     assert refused.returncode != 0
     assert "values don't meet the specifications of the schema" in refused.stderr
     assert "nonPrivateIP" in refused.stderr
@@ -150,10 +143,10 @@ def _selects(labels: dict[str, str], pods: tuple[tuple[str, str], ...]) -> bool:
 def test_notebook_egress_admits_only_the_hub_proxy_gateway_minio_and_dns(
     objects: list[dict[str, Any]],
 ) -> None:
-    policy = _find(objects, "NetworkPolicy", "singleuser")["spec"]
+    policy = find(objects, "NetworkPolicy", "singleuser")["spec"]
     assert policy["podSelector"]["matchLabels"]["component"] == "singleuser-server"
     assert "Egress" in policy["policyTypes"]
-    templates = _pod_templates(objects)
+    templates = pod_templates(objects)
 
     def pods_in_release(pods: tuple[tuple[str, str], ...]) -> set[str]:
         return {name for name, labels in templates.items() if _selects(labels, pods)}
@@ -187,10 +180,10 @@ def test_notebook_egress_admits_only_the_hub_proxy_gateway_minio_and_dns(
 
 
 def test_the_hubs_ingress_admits_the_gateway(objects: list[dict[str, Any]]) -> None:
-    policy = _find(objects, "NetworkPolicy", "hub")["spec"]
+    policy = find(objects, "NetworkPolicy", "hub")["spec"]
     hub_ports = {
         p["name"]: p["containerPort"]
-        for p in _find(objects, "Deployment", "hub")["spec"]["template"]["spec"]["containers"][0]["ports"]
+        for p in find(objects, "Deployment", "hub")["spec"]["template"]["spec"]["containers"][0]["ports"]
     }
     admitted = set()
     for rule in policy["ingress"]:
@@ -225,9 +218,9 @@ def loaded(
     /usr/local/etc in a private mount namespace), the Kubernetes service variables set."""
     root = tmp_path_factory.mktemp("hub-pod")
     etc = root / "etc" / "jupyterhub"
-    config = _data(_find(objects, "ConfigMap", "hub"))
+    config = _data(find(objects, "ConfigMap", "hub"))
     assert config["jupyterhub_config.py"] == (CHART / "files" / "hub" / "jupyterhub_config.py").read_text()
-    for where, data in (("config", config), ("secret", _data(_find(objects, "Secret", "hub")))):
+    for where, data in (("config", config), ("secret", _data(find(objects, "Secret", "hub")))):
         (etc / where).mkdir(parents=True)
         for key, value in data.items():
             (etc / where / key).write_text(value)
@@ -236,6 +229,8 @@ def loaded(
     (etc / "existing-secret").mkdir()
     existing = {"hub": {"config": {"GenericOAuthenticator": {"client_secret": "test-only-client-secret"}}}}
     (etc / "existing-secret" / "values.yaml").write_text(yaml.safe_dump(existing))
+    # The gateway's hub token: operator-provided, the key the gateway chart mounts too.
+    (etc / "existing-secret" / GATEWAY_TOKEN_KEY).write_text(GATEWAY_TOKEN)
     # KubeSpawner reads a cluster's address when it is made; nothing here connects to it.
     kubeconfig = {
         "apiVersion": "v1",
@@ -329,9 +324,14 @@ def test_operators_tokens_and_hosts_as_on_one_machine(loaded: dict[str, Any]) ->
 def test_the_services_are_the_gateway_and_the_culler(loaded: dict[str, Any]) -> None:
     services = {s["name"]: s for s in loaded["services"]}
     assert set(services) == {"gateway", "jupyterhub-idle-culler"}
-    assert (
-        services["gateway"]["url"] == "http://datalab-gateway:8010" and services["gateway"]["api_token_set"]
-    )
+    gateway = services["gateway"]
+    assert gateway["url"] == "http://lab-gateway:8010"
+    # Its token is the one in hub.existingSecret (which the gateway mounts), not one the chart made.
+    assert gateway["api_token_sha256"] == hashlib.sha256(GATEWAY_TOKEN.encode()).hexdigest()
     roles = {r["name"]: r for r in loaded["load_roles"]}
+    # lab.hub.config's lab-steward, bound to the gateway: stop servers, nothing more.
+    steward = roles["lab-steward"]
+    assert steward["services"] == ["gateway"] and steward.get("users", []) == steward.get("groups", []) == []
+    assert sorted(steward["scopes"]) == sorted(STEWARD_SCOPES)
     culler = roles["jupyterhub-idle-culler"]
     assert culler["services"] == ["jupyterhub-idle-culler"] and "admin:users" not in culler["scopes"]

@@ -86,3 +86,37 @@ def test_a_preview_asking_more_than_is_left_says_so_instead_of_a_negative_remain
     assert "-45.25" not in shown
     assert "exceeds what is left (ε 2 of 10)" in shown and "超过剩余的 ε 2（共 10）" in shown
     assert "→ 1 after release()" in _preview(asked=1.0, left=2.0, affordable=True)
+
+
+def test_a_mean_preview_shows_the_accuracy_of_the_mean_not_only_of_its_sum_and_count() -> None:
+    """The issue: a mean's preview showed "sum ±…, len ±…", which says little about the mean."""
+    from lab.dp.engine import MIN_MEAN_ROWS, _mean_row, mean_accuracy
+
+    sum_scale, count_scale, alpha, bounds = 2_000.0, 4.0, 0.05, (0.0, 50_000.0)
+    widths = [mean_accuracy(sum_scale, count_scale, alpha, bounds, n) for n in (100, 1_000, 10_000)]
+    assert widths[0] is not None and widths[0] > widths[1] > widths[2] > 0  # bigger groups, tighter means
+    assert mean_accuracy(sum_scale, count_scale, alpha, bounds, MIN_MEAN_ROWS) is None  # suppressed anyway
+    # It is the interval a released mean gets when the noisy figures land on the worst true mean.
+    n, worst = 1_000, bounds[1]
+    plan = type("P", (), {"key_columns": ()})()
+    prev = type("V", (), {"alpha": alpha, "noise": (_noise(sum_scale), _noise(count_scale))})()
+    released = _mean_row(plan, prev, {"sum": worst * n, "len": n})  # type: ignore[arg-type]
+    assert released["ci"] == pytest.approx(widths[1])
+
+    pending = client.PendingQuery.__new__(client.PendingQuery)
+    pending._preview = {
+        "query": "mean(income)",
+        "epsilon": 1.0,
+        "delta": 0,
+        "noise": [{"statistic": "sum", "accuracy": 9_000.0}, {"statistic": "len", "accuracy": 17.0}],
+        "budget": {"epsilon": 10.0, "epsilon_remaining": 5.0},
+        "affordable": True,
+        "notes": [],
+        "mean_accuracy": [{"rows": 100, "accuracy": widths[0]}, {"rows": 10, "accuracy": None}],
+    }
+    shown = repr(pending)
+    assert f"±{widths[0]:.4g} (n=100)" in shown and "均值" in shown and "suppressed 不发布 (n=10)" in shown
+
+
+def _noise(scale: float) -> object:
+    return type("N", (), {"scale": scale})()

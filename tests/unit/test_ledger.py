@@ -513,3 +513,41 @@ def test_spending_periods_are_days_of_the_lab_zone_when_asked(ledger: Ledger, cl
     assert [p.period for p in ledger.spending()] == ["2030-01-01"]
     assert [p.period for p in ledger.spending(zone=ZONE)] == ["2030-01-02"]
     assert [p.period for p in ledger.spending(zone=ZONE, period="hour")] == ["2030-01-02T07:00+0800"]
+
+
+def test_an_object_anchor_keeps_the_file_anchors_promises(tmp_path: Path) -> None:
+    """The head kept in the object store (replicas): monotonic, old head kept as evidence, locked."""
+    from lab.ledger.chain import ObjectAnchor
+
+    versions: list[bytes] = []
+    locked: list[bool] = []
+
+    class Lock:
+        def __enter__(self) -> None:
+            locked.append(True)
+
+        def __exit__(self, *exc: object) -> None:
+            locked.pop()
+
+    def put(data: bytes) -> None:
+        assert locked, "the anchor was written outside the ledger's lock"
+        versions.append(data)
+
+    anchor = ObjectAnchor("audit-archive/anchors/x.json", lambda: versions[-1] if versions else None, put)
+    book = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    book.use_anchor(anchor)
+    anchor.lock = Lock  # observe that writes take the lock the ledger provides
+    for i in range(3):
+        book.append("test-record", actor="writer", details={"n": i})
+    assert anchor.read() == (3, book.records()[-1].hash) and len(versions) == 3
+    assert not anchor.advance(2, "0" * 64)  # never backwards
+    assert book.verify().ok and book.verify().anchored
+
+    def unreadable() -> bytes:
+        raise OSError("connection refused")
+
+    broken = ObjectAnchor("audit-archive/anchors/x.json", unreadable, put)
+    with pytest.raises(ConfigError) as caught:
+        broken.read()
+    assert "无法读取" in caught.value.message and "connection refused" not in caught.value.message
+    book.close()

@@ -22,6 +22,7 @@ def test_client_exports() -> None:
         "extract",
         "history",
         "request_export",
+        "sql",
     ]
 
 

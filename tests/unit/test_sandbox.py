@@ -13,11 +13,12 @@ from lab.hub.spawner import rootfs
 from lab.hub.spawner.guard import DownloadGuard
 from lab.hub.spawner.proxy import _UNIX_PORT
 from lab.hub.spawner.relay import Route, parse, serve
-from lab.hub.spawner.sandbox import RUN_DIR, SERVER_DIR, SandboxPaths, args_blob, bwrap_argv
+from lab.hub.spawner.sandbox import RUN_DIR, SERVER_DIR, SandboxLimits, SandboxPaths, args_blob, bwrap_argv
 
 pytestmark = pytest.mark.unit
 
 STATE = Path("/srv/lab/.datalab")
+LIMITS = SandboxLimits(tmp_bytes=1 << 30, shm_bytes=256 << 20)
 
 
 def _argv() -> list[str]:
@@ -32,6 +33,7 @@ def _argv() -> list[str]:
         username="li.na",
         uid=20001,
         paths=paths,
+        limits=LIMITS,
         env={"HOME": "/home/li.na"},
         command=["python", "-m", "lab.hub.spawner.inside"],
     )
@@ -59,11 +61,36 @@ def test_only_home_sockets_runtime_and_code_are_mounted() -> None:
     assert argv[argv.index(str(sandbox / "server")) + 1] == SERVER_DIR
 
 
+def test_tmp_and_shm_are_private_size_capped_tmpfs_mounts() -> None:
+    argv = _argv()
+    mounts = {argv[i + 1]: argv[i - 4 : i] for i, a in enumerate(argv) if a == "--tmpfs"}
+    # A tmpfs of the sandbox's own mount namespace (never a host directory bound in), world-
+    # writable with the sticky bit like any /tmp, and capped: a full /tmp is ENOSPC, not the host's.
+    assert mounts == {
+        "/dev/shm": ["--perms", "1777", "--size", str(256 << 20)],
+        "/tmp": ["--perms", "1777", "--size", str(1 << 30)],
+    }
+    assert argv.index("/dev/shm") > argv.index("--dev")  # mounted over bwrap's read-only /dev/shm
+    sources = [argv[i + 1] for i, a in enumerate(argv) if a in ("--bind", "--ro-bind")]
+    assert not [s for s in sources if s.startswith(("/tmp", "/dev"))]
+
+
+def test_tmpfs_caps_follow_the_memory_limit() -> None:
+    from lab.hub.spawner.spawner import SandboxSpawner
+
+    assert SandboxSpawner(mem_limit="2G").limits == SandboxLimits(tmp_bytes=1 << 30, shm_bytes=512 << 20)
+    assert SandboxSpawner(mem_limit="2G", tmp_size="300M").limits.tmp_bytes == 300 << 20
+    assert SandboxSpawner().limits == SandboxLimits(tmp_bytes=1 << 30, shm_bytes=256 << 20)
+    with pytest.raises(Exception, match="SandboxSpawner.tmp_size must be at least 1M"):
+        SandboxSpawner(tmp_size=10)
+
+
 def test_sandbox_arguments_travel_on_a_descriptor_not_argv() -> None:
     argv = bwrap_argv(
         username="li.na",
         uid=20001,
         paths=SandboxPaths(Path("/h"), Path("/r"), Path("/s"), [Path("/v")], Path("/c")),
+        limits=LIMITS,
         env={"JUPYTERHUB_API_TOKEN": "secret-token-value"},
         command=["python"],
     )

@@ -205,13 +205,15 @@ def _export(book: Ledger, state: str) -> int:
 def test_export_review_rules(book: Ledger) -> None:
     held = _export(book, "held")
     with pytest.raises(AccessDenied):
-        book.review_export(held, by="li.na", approve=False, reason="mine")
+        book.decide_export(held, by="li.na", decision="reject", reason="mine")
     with pytest.raises(ConfigError) as refused:
-        book.review_export(held, by="op.wang", approve=True)
+        book.decide_export(held, by="op.wang", decision="approve")
     assert refused.value.reason == "held" and "2 cell(s) below 10" in refused.value.message
     with pytest.raises(ConfigError):  # an override needs a reason
-        book.review_export(held, by="op.wang", approve=True, override=True)
-    approved = book.review_export(held, by="op.wang", approve=True, override=True, reason="public totals")
+        book.decide_export(held, by="op.wang", decision="approve", override=True)
+    first = book.decide_export(held, by="op.wang", decision="approve", override=True, reason="public totals")
+    assert first.state == "held"  # one of two approvals: not released
+    approved = book.decide_export(held, by="op.li", decision="approve", override=True, reason="agreed")
     assert approved.state == "approved"
     check_download(approved)
     revoked = book.revoke_export(held, by="op.wang", reason="published by mistake")
@@ -219,7 +221,7 @@ def test_export_review_rules(book: Ledger) -> None:
         check_download(revoked)
     assert gone.value.reason == "export-revoked"
     kinds = [r.kind for r in book.records()]
-    assert kinds == ["export", "export-review", "export-revoke"]
+    assert kinds == ["export", "export-review", "export-review", "export-revoke"]
 
 
 def test_pending_export_is_not_downloadable(book: Ledger) -> None:

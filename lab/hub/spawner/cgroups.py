@@ -139,6 +139,10 @@ class Cgroup:
         """How many processes the kernel killed for exceeding the memory limit."""
         raise NotImplementedError
 
+    def memory_used(self) -> int:
+        """Bytes the group's memory controller charges now (tmpfs pages its processes wrote too)."""
+        raise NotImplementedError
+
     def members(self) -> list[int]:
         with contextlib.suppress(OSError):
             return [int(p) for p in self.procs_files()[-1].read_text().split()]
@@ -200,6 +204,9 @@ class CgroupV1(Cgroup):
     def oom_kills(self) -> int:
         return _read_key(self.paths["memory"] / "memory.oom_control", "oom_kill")
 
+    def memory_used(self) -> int:
+        return int((self.paths["memory"] / "memory.usage_in_bytes").read_text())
+
     def remove(self) -> None:
         for path in self.paths.values():
             with contextlib.suppress(OSError):
@@ -254,6 +261,9 @@ class CgroupV2(Cgroup):
 
     def oom_kills(self) -> int:
         return _read_key(self.path / "memory.events", "oom_kill")
+
+    def memory_used(self) -> int:
+        return int((self.path / "memory.current").read_text())
 
     def kill_all(self) -> None:
         kill = self.path / "cgroup.kill"  # Linux 5.14+: the whole group at once, no pid races

@@ -2,11 +2,19 @@
 
 What the sandbox sees: a read-only system (``/usr``, ``/etc``), the lab's Python runtime
 and the ``lab`` package read-only, its own home (read-write, persisted in the state
-directory), a private ``/tmp``, its own ``/proc`` (own pid namespace) and ``/dev``, and
+directory), a private ``/tmp`` and ``/dev/shm``, its own ``/proc`` (own pid namespace) and
+``/dev``, and
 ``/run/datalab`` (its socket directory: relays and the refreshed access token). It does
 not see other homes, the state directory, raw data, secrets or any host process. It has
 its own network namespace (only ``lo``), IPC and UTS namespaces, and runs as an
 unprivileged uid of its own, with no capabilities and ``no_new_privs``.
+
+``/tmp`` and ``/dev/shm`` are tmpfs mounts made by bubblewrap in the sandbox's own mount
+namespace: no other sandbox and no host process sees them, no root-side code ever opens a
+name in them, and they vanish with the namespace when the server stops. Each has a size cap
+(``SandboxLimits``); their pages are charged to the memory cgroup of the process that
+writes them, so they count against the server's memory limit. ``/dev/shm`` is what POSIX
+semaphores need (``multiprocessing`` locks, joblib's parallel mode).
 """
 
 from __future__ import annotations
@@ -28,6 +36,12 @@ class SandboxPaths:
     code: Path  # host directory holding the lab package (mounted at /opt/datalab)
 
 
+@dataclass(frozen=True)
+class SandboxLimits:
+    tmp_bytes: int  # size cap of the private /tmp (tmpfs)
+    shm_bytes: int  # size cap of the private /dev/shm (tmpfs)
+
+
 def _parents(path: Path) -> list[Path]:
     return [p for p in reversed(path.parents) if str(p) != "/"]
 
@@ -37,6 +51,7 @@ def bwrap_argv(
     username: str,
     uid: int,
     paths: SandboxPaths,
+    limits: SandboxLimits,
     env: Mapping[str, str],
     command: Sequence[str],
     bwrap: str = "bwrap",
@@ -82,6 +97,14 @@ def bwrap_argv(
         "/dev",
         "--perms",
         "1777",
+        "--size",
+        str(limits.shm_bytes),
+        "--tmpfs",
+        "/dev/shm",
+        "--perms",
+        "1777",
+        "--size",
+        str(limits.tmp_bytes),
         "--tmpfs",
         "/tmp",
         "--perms",

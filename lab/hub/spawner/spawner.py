@@ -15,6 +15,8 @@ in docs/notebooks.md). Per user, under ``<state>/run/sandbox/<user>/`` (root's, 
 - ``relay/`` (``root:<uid>`` 0750, read-only in the sandbox at ``/run/datalab``): the
   outside relays' sockets and ``token`` (``root:<uid>`` 0440, replaced by an ``O_EXCL``
   temporary file and a rename; a unix socket needs no write access to its directory);
+  ``jupyterlab/overrides.json`` (the same owner and modes: JupyterLab's defaults with the
+  lab's links, ``lab.hub.spawner.labsettings``);
 - ``server/`` (the sandbox's until its server has created ``jupyter.sock``, then
   ``root:<uid>`` 0550): the proxy's target, which the sandbox cannot unlink or replace.
 
@@ -38,17 +40,31 @@ from urllib.parse import quote
 
 import httpx
 from jupyterhub.spawner import Spawner
+from jupyterhub.traitlets import ByteSpecification
 from traitlets import Float, Integer, List, Unicode, default, validate
 
-from lab.hub.spawner import cgroups, rootfs
+from lab.hub.spawner import cgroups, labsettings, rootfs
 from lab.hub.spawner.cgroups import Cgroup
-from lab.hub.spawner.sandbox import RUN_DIR, SERVER_DIR, SandboxPaths, args_blob, bwrap_argv
-from lab.settings import GATEWAY_PREFIX, load_settings
+from lab.hub.spawner.sandbox import (
+    RUN_DIR,
+    SERVER_DIR,
+    SandboxLimits,
+    SandboxPaths,
+    args_blob,
+    bwrap_argv,
+)
+from lab.settings import GATEWAY_PREFIX, Settings, load_settings
 
 OOM_STATUS = 137
 SERVER_SOCKET = "jupyter.sock"
 CONFIG_DIR = "/opt/datalab/lab/hub/spawner/jupyter_config"  # read-only: enables lab.hub.spawner.guard
 DATA_DIR = "/opt/datalab/lab/hub/spawner/jupyter_data"  # read-only: no kernels or extensions from home
+LAB_SETTINGS = "jupyterlab"  # relay/jupyterlab/overrides.json: JupyterLab's defaults (labsettings)
+
+
+def cgroup_name(settings: Settings, username: str) -> str:
+    """``<lab>/<user>``: one group tree per lab (state directory), so two labs never share one."""
+    return f"{hashlib.sha256(str(settings.home).encode()).hexdigest()[:8]}/{username}"
 
 
 def _alive(pid: int | None) -> bool:
@@ -82,6 +98,20 @@ class SandboxSpawner(Spawner):
         help="Ports inside the sandbox for the hub API, the gateway and S3 (not the host's ports).",
     )
     bwrap_path = Unicode("bwrap", config=True, help="The bubblewrap executable.")
+    tmp_size = ByteSpecification(
+        None,
+        allow_none=True,
+        config=True,
+        help="Size cap of the sandbox's private /tmp (a tmpfs; what is written there counts against "
+        "mem_limit). Default: half of mem_limit, or 1G without a memory limit.",
+    )
+    shm_size = ByteSpecification(
+        None,
+        allow_none=True,
+        config=True,
+        help="Size cap of the sandbox's private /dev/shm (a tmpfs, counted like /tmp). Default: a "
+        "quarter of mem_limit, or 256M without a memory limit.",
+    )
     cgroup_root = Unicode(
         "",
         config=True,
@@ -100,6 +130,15 @@ class SandboxSpawner(Spawner):
         if len(ports) != 3 or len(set(ports)) != 3:
             raise ValueError("SandboxSpawner.relay_ports needs three different ports: hub API, gateway, S3.")
         return ports
+
+    @validate("tmp_size", "shm_size")
+    def _check_tmpfs_size(self, proposal: Any) -> int | None:
+        value = proposal["value"]
+        if value is not None and value < 1024 * 1024:
+            raise ValueError(
+                f"SandboxSpawner.{proposal['trait'].name} must be at least 1M (got {value} bytes)."
+            )
+        return value
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -158,12 +197,18 @@ class SandboxSpawner(Spawner):
         return self.sandbox_dir / "server"
 
     @property
+    def limits(self) -> SandboxLimits:
+        """The size caps of the sandbox's /tmp and /dev/shm (tmpfs, inside its memory limit)."""
+        memory = int(self.mem_limit or 0)
+        tmp = self.tmp_size or (memory // 2 if memory else 1 << 30)
+        shm = self.shm_size or (memory // 4 if memory else 256 << 20)
+        return SandboxLimits(tmp_bytes=int(tmp), shm_bytes=int(shm))
+
+    @property
     def cgroup(self) -> Cgroup:
-        # One group tree per lab (state directory), so two labs on one machine never share one.
-        lab_id = hashlib.sha256(str(self.settings.home).encode()).hexdigest()[:8]
         if self._hierarchy is None:
             self._hierarchy = cgroups.detect(v2_root=Path(self.cgroup_root) if self.cgroup_root else None)
-        return cgroups.for_host(f"{lab_id}/{self.user.name}", self._hierarchy)
+        return cgroups.for_host(cgroup_name(self.settings, self.user.name), self._hierarchy)
 
     def _prepare_dirs(self) -> None:
         """Home kept, sandbox directories made afresh; every step by descriptor (rootfs)."""
@@ -173,6 +218,15 @@ class SandboxSpawner(Spawner):
         rootfs.root_dir(self.sandboxes_dir)
         rootfs.fresh_dir(self.sandboxes_dir, self.user.name, uid=0, gid=0, mode=0o755)
         rootfs.fresh_dir(self.sandbox_dir, "relay", uid=0, gid=uid, mode=0o750)
+        lab_settings = rootfs.fresh_dir(self.relay_dir, LAB_SETTINGS, uid=0, gid=uid, mode=0o750)
+        rootfs.write_atomic(
+            lab_settings,
+            "overrides.json",
+            labsettings.overrides_bytes(self.settings.console_url),
+            uid=0,
+            gid=uid,
+            mode=0o440,
+        )
         rootfs.fresh_dir(self.sandbox_dir, "server", uid=uid, gid=uid, mode=0o700)
         welcome = self.settings.repo / "notebooks" / "welcome.ipynb"
         if welcome.exists():
@@ -247,7 +301,6 @@ class SandboxSpawner(Spawner):
                 "DATALAB_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}{GATEWAY_PREFIX}",
                 "DATALAB_S3_ENDPOINT": f"127.0.0.1:{s3_port}",
                 "DATALAB_TOKEN_FILE": f"{RUN_DIR}/token",
-                "MPLCONFIGDIR": "/tmp/matplotlib",
                 # Jupyter's configuration and data come from read-only places only, so code in
                 # the sandbox cannot switch the server's guard off or add server extensions.
                 "JUPYTER_CONFIG_DIR": CONFIG_DIR,
@@ -272,8 +325,8 @@ class SandboxSpawner(Spawner):
             f"--ServerApp.sock={SERVER_DIR}/{SERVER_SOCKET}",
             "--ServerApp.sock_mode=0600",
             f"--ServerApp.root_dir=/home/{self.user.name}",
-            # 中文 by default, no news or update checks (lab/hub/spawner/jupyterlab/overrides.json).
-            "--LabApp.app_settings_dir=/opt/datalab/lab/hub/spawner/jupyterlab",
+            # 中文 by default, no news or update checks, the Data Lab menu (labsettings).
+            f"--LabApp.app_settings_dir={RUN_DIR}/{LAB_SETTINGS}",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
             *self.get_args(),
         ]
@@ -364,6 +417,7 @@ class SandboxSpawner(Spawner):
             username=self.user.name,
             uid=self.uid,
             paths=paths,
+            limits=self.limits,
             env=self._environment(),
             command=self._command(),
             bwrap=self.bwrap_path,
