@@ -105,10 +105,11 @@ def build(settings: Settings, dataset: str, org: str, *, actor: str, grant: Gran
     policy = policies.get(dataset)
     client = storage.root_client(settings)
     if policy is None:
-        known = ", ".join(sorted(policies))
+        known, (en, zh) = ", ".join(sorted(policies)), did_you_mean(dataset, policies)
         raise NotFound(
-            f"unknown dataset {dataset!r}: it has no policy (known: {known}); add {dataset}.yaml to "
-            f"the policy directory or import and accept it. / 未知数据集 {dataset}：没有策略。",
+            f"unknown dataset {dataset!r}: it has no policy;{en} known: {known}; add {dataset}.yaml to "
+            f"the policy directory or import and accept it. / 未知数据集 {dataset}：没有策略，{zh}"
+            "请改正名称或先导入并采纳该数据集。",
             reason="no-such-dataset",
         )
     meta = registers.require_raw(client, dataset)  # no published data yet

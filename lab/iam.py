@@ -13,11 +13,14 @@ changes it made; run twice, the second run returns an empty list. It creates:
   attribute), ``roles`` (realm roles), ``groups``, ``policy`` (the MinIO policy names) and
   the audience ``datalab-gateway``; client scope ``datalab-storage`` adds the audience
   ``minio``. Neither is a realm default scope: a client created later gets none of the
-  lab's claims or audiences. ``datalab`` is a default scope of ``jupyterhub`` and
-  ``datalab-gateway``, ``datalab-storage`` of ``jupyterhub`` only (the notebooks read
-  extracts from MinIO; the consoles do not);
-- confidential clients ``jupyterhub``, ``datalab-gateway`` and ``minio``, whose secrets
-  are generated into the state directory;
+  lab's claims or audiences. ``datalab`` is a default scope of ``jupyterhub``,
+  ``datalab-gateway`` and ``datalab-cli``, ``datalab-storage`` of ``jupyterhub`` only (the
+  notebooks read extracts from MinIO; the consoles do not);
+- confidential clients ``jupyterhub``, ``datalab-gateway``, ``minio`` and ``datalab-cli``,
+  whose secrets are generated into the state directory. ``datalab-cli`` is the one client
+  that accepts the password grant (``datalab login`` on the bureau's server, see
+  ``lab.cli.login``): it has no redirect URI, and only someone who can read the state
+  directory's secrets can use it;
 - the demo people of ``lab.demo``.
 
 It also hardens the realm: brute-force detection (after :data:`FAILURE_FACTOR` wrong
@@ -41,6 +44,7 @@ KEYCLOAK_ADMIN_USER = "admin"  # the bootstrap admin of the master realm
 MINIO_CLIENT_ID = "minio"
 HUB_CLIENT_ID = "jupyterhub"
 GATEWAY_CLIENT_ID = "datalab-gateway"
+CLI_CLIENT_ID = "datalab-cli"  # `datalab login`: the password grant, for the bureau's server only
 CLAIMS_SCOPE = "datalab"
 STORAGE_SCOPE = "datalab-storage"
 HUB_TOKEN_MAX_SECONDS = 8 * 3600  # the longest a JupyterHub token may live (hub and gateway)
@@ -135,6 +139,7 @@ SCOPES: dict[str, tuple[str, tuple[dict[str, Any], ...]]] = {
 CLIENT_SCOPES = {
     HUB_CLIENT_ID: (CLAIMS_SCOPE, STORAGE_SCOPE),
     GATEWAY_CLIENT_ID: (CLAIMS_SCOPE,),
+    CLI_CLIENT_ID: (CLAIMS_SCOPE,),
     MINIO_CLIENT_ID: (),
 }
 
@@ -174,6 +179,14 @@ def _clients(settings: Settings) -> list[dict[str, Any]]:
             "name": "MinIO (STS web identity)",
             "secret": vault.secret(settings, "minio-client-secret"),
             "standardFlowEnabled": False,
+        },
+        {
+            **common,
+            "clientId": CLI_CLIENT_ID,
+            "name": "Data Lab command line (datalab login)",
+            "secret": vault.secret(settings, "cli-client-secret"),
+            "standardFlowEnabled": False,
+            "directAccessGrantsEnabled": True,
         },
     ]
 

@@ -13,7 +13,8 @@ from tests.pg import postgres_server, postgres_url  # noqa: F401  (PostgreSQL fi
 
 # The tests' research organisation spends far more on the population register than the
 # policy's default total (ε = 6 a year) allows. A bureau would record a research agreement for
-# it; the tests do the same, as an operator, through the audited CLI verb (docs/governance.md).
+# it; the tests do the same, as an operator logged in with `datalab login`, through the audited CLI
+# verb (docs/governance.md).
 TEST_AGREEMENT = [
     "budget", "agreement", "set", "sdu-research", "population",
     "--epsilon", "2000", "--delta", "1e-3", "--window-days", "1",
@@ -30,7 +31,9 @@ def lab_stack() -> Iterator[Settings]:
     settings = load_settings()
     started = stack.up(settings, Progress())
     assert all(s.up for s in stack.status(settings)), stack.status(settings)
-    assert cli.main(TEST_AGREEMENT) == 0
+    from tests.integration import keycloak_test_client as kct
+
+    assert cli.main(kct.operator_argv(settings, TEST_AGREEMENT)) == 0  # logged in as its --as
     yield settings
     if started:
         stack.down(settings)

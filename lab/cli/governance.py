@@ -1,9 +1,10 @@
 """``datalab audit …``, ``application …``, ``grant …`` and ``budget …``: governance verbs.
 
 ``lab.cli.main.build_parser`` calls :func:`add_parsers`. These verbs run on the bureau's
-server, against the ledger and MinIO directly (no web login): ``--as`` names the
-operator who acts, which ``lab.cli.main`` checks in Keycloak before the verb runs (an enabled
-account with the operator role, never any name), and the same rules apply as in the console
+server, against the ledger and MinIO directly. The operator who acts is whoever logged in
+with ``datalab login`` (``lab.cli.login``: a verified Keycloak login, an enabled account with
+the operator role now; ``--as`` may only repeat that name), checked by ``lab.cli.main`` before
+the verb runs, and the same rules apply as in the console
 (nobody decides their own application; approvals and revocations re-provision MinIO at once).
 
 Exit codes: 0 done (``audit verify``: the log is intact), 1 the log is broken or an
@@ -13,11 +14,11 @@ operation was refused, 2 a bad argument.
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lab.cli.output import print_json
 from lab.settings import Settings
 from lab.store import layout
 
@@ -28,7 +29,8 @@ def _time(value: str) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{value!r} is not a date like 2025-01-31 or 2025-01-31T08:00"
+            f"{value!r} is not a date like 2025-01-31 or 2025-01-31T08:00 "
+            f"/ 日期格式应为 2025-01-31 或 2025-01-31T08:00"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -47,7 +49,7 @@ def _governance(settings: Settings, book: Any) -> Any:
     def build(grant: Any, actor: str) -> None:
         prefix = access.ensure_extract(settings, grant, actor=actor)
         if prefix:
-            print(f"built extracts/{prefix}/")
+            print(f"built extracts/{prefix}/ / 已生成提取件")
 
     from lab.services.queries import sync_budget_limits
 
@@ -78,7 +80,7 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
             problems = archive.problems
     if args.json:
         extra = {"archive_problems": problems, "archive": archive.as_dict() if archive else None}
-        print(json.dumps({**result.as_dict(), **extra}, ensure_ascii=False))
+        print_json({**result.as_dict(), **extra})
     else:
         print(result.message)
         if archive is not None:
@@ -113,7 +115,7 @@ def cmd_audit_archive(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"sealed records {segment.first_seq}–{segment.last_seq} into "
             f"{layout.AUDIT_BUCKET}/{segment.object_name} "
-            f"(sha256 {segment.sha256[:16]}…)"
+            f"(sha256 {segment.sha256[:16]}…) / 已归档"
         )
     return 0
 
@@ -124,6 +126,11 @@ def cmd_audit_archive(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_application_list(args: argparse.Namespace, settings: Settings) -> int:
     with _ledger(settings) as book:
         apps = book.list_applications(state=args.state)
+    if args.json:
+        print_json([a.as_dict() for a in apps])
+        return 0
+    if not apps:
+        print("No applications. / 没有申请。")
     for a in apps:
         print(
             f"#{a.id:<4} {a.state:<9} {a.organisation:<14} {a.dataset:<17} {','.join(a.modes):<10} "
@@ -138,7 +145,7 @@ def cmd_application_decide(args: argparse.Namespace, settings: Settings) -> int:
         who = _operator(args.actor)
         if args.verb == "reject":
             app = gov.reject(who, args.id, {"reason": args.reason})
-            print(f"application {app['id']} rejected: {app['decision_reason']}")
+            print(f"application {app['id']} rejected / 申请已拒绝: {app['decision_reason']}")
             return 0
         body = {
             "epsilon": args.epsilon,
@@ -150,17 +157,37 @@ def cmd_application_decide(args: argparse.Namespace, settings: Settings) -> int:
     grant = result["grant"]
     print(
         f"application {args.id} approved: grant {grant['id']} ({grant['organisation']}, {grant['dataset']}, "
-        f"{', '.join(grant['modes'])}, ε={grant['budget']['epsilon']:g}) until {grant['expires_at']}"
+        f"{', '.join(grant['modes'])}, ε={grant['budget']['epsilon']:g}) until {grant['expires_at']} "
+        "/ 申请已批准"
     )
     return 0
 
 
+def cmd_application_show(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as book:
+        app = book.get_application(args.id).as_dict()
+    if args.json:
+        print_json(app)
+        return 0
+    for key, value in app.items():
+        print(f"{key:<16} {value if value is not None else '-'}")
+    return 0
+
+
 def cmd_grant_list(args: argparse.Namespace, settings: Settings) -> int:
+    if args.org:
+        from lab.extracts import organisation
+
+        organisation(settings, args.org)  # NotFound with the closest name
     with _ledger(settings) as book:
         rows = _governance(settings, book).grants(_operator("datalab-cli"), active=args.active)
+    rows = [g for g in rows if not args.org or g["organisation"] == args.org]
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print("No grants. / 没有授权。")
     for g in rows:
-        if args.org and g["organisation"] != args.org:
-            continue
         note = f"  ⚠ {g['reminder']['en']}" if g["reminder"] else ""
         print(
             f"#{g['id']:<4} {g['status']:<8} {g['organisation']:<14} {g['dataset']:<17} "
@@ -170,10 +197,33 @@ def cmd_grant_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_grant_show(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as book:
+        gov = _governance(settings, book)
+        grant = gov.grant_view(book.get_grant(args.id), book.now())
+    if args.json:
+        print_json(grant)
+        return 0
+    budget = grant["budget"]
+    print(f"grant {grant['id']}: {grant['organisation']} on {grant['dataset']} ({', '.join(grant['modes'])})")
+    print(f"  status (状态)      {grant['status']}")
+    print(f"  purpose (用途)     {grant['purpose']}")
+    print(f"  approved by (批准) {grant['approved_by']}")
+    print(f"  created (创建)     {grant['created_at']}")
+    print(f"  expires (到期)     {grant['expires_at']}")
+    print(f"  budget (预算)      ε {budget['epsilon_remaining']:g} of {budget['epsilon']:g} left")
+    if grant["revoked_at"]:
+        print(f"  revoked (撤销)     {grant['revoked_at']}: {grant['revoke_reason']}")
+    return 0
+
+
 def cmd_grant_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with _ledger(settings) as book:
         grant = _governance(settings, book).revoke(_operator(args.actor), args.id, {"reason": args.reason})
-    print(f"grant {grant['id']} revoked; MinIO access of {grant['organisation']} updated")
+    print(
+        f"grant {grant['id']} revoked; MinIO access of {grant['organisation']} updated "
+        f"/ 授权 {grant['id']} 已撤销，访问权限已更新"
+    )
     return 0
 
 
@@ -183,19 +233,13 @@ def cmd_grant_revoke(args: argparse.Namespace, settings: Settings) -> int:
 def _agreement_scope(settings: Settings, org: str, dataset: str) -> tuple[str, str]:
     """The organisation and dataset, checked: a known organisation, a dataset with a policy."""
     from lab import validate
-    from lab.errors import NotFound
     from lab.extracts import organisation
     from lab.registry.datasets import policies as registry_policies
+    from lab.registry.datasets import require_dataset
 
-    org, dataset = validate.name(org, "organisation"), validate.name(dataset, "dataset")
+    org = validate.name(org, "organisation")
     organisation(settings, org)
-    policies = registry_policies(settings)
-    if dataset not in policies:
-        raise NotFound(
-            f"unknown dataset {dataset!r}; known: {', '.join(sorted(policies))} / 未知数据集 {dataset}",
-            reason="no-such-dataset",
-        )
-    return org, dataset
+    return org, require_dataset(registry_policies(settings), dataset).dataset
 
 
 def _reason(value: str) -> str:
@@ -247,8 +291,10 @@ def cmd_agreement_list(args: argparse.Namespace, settings: Settings) -> int:
     with _ledger(settings) as book:
         rows = book.agreements()
     if args.json:
-        print(json.dumps(rows, ensure_ascii=False))
+        print_json(rows)
         return 0
+    if not rows:
+        print("No agreements recorded. / 没有已记录的协议额度。")
     for a in rows:
         window = "lifetime" if a["window_days"] is None else f"{a['window_days']:g} d"
         print(
@@ -303,7 +349,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("out", help="the JSON file to write")
     p.set_defaults(func=cmd_audit_export)
     p = audit.add_parser("archive", help="seal new records into the object-locked audit-archive bucket")
-    p.add_argument("--actor", default="datalab-cli", help="who seals (recorded)")
+    p.add_argument("--as", "--actor", dest="actor", required=True, help="the operator who seals (checked)")
     p.set_defaults(func=cmd_audit_archive)
 
     app = sub.add_parser("application", help="applications for access").add_subparsers(
@@ -311,7 +357,12 @@ def add_parsers(sub: Any) -> None:
     )
     p = app.add_parser("list", help="applications, newest first")
     p.add_argument("--state", choices=["pending", "approved", "rejected"])
+    p.add_argument("--json", action="store_true", help="one object per application (docs/cli.md)")
     p.set_defaults(func=cmd_application_list)
+    p = app.add_parser("show", help="one application: what was asked, its state and decision")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_application_show)
     p = app.add_parser("approve", help="approve, optionally with a smaller budget or shorter term")
     p.add_argument("id", type=int)
     p.add_argument("--as", dest="actor", required=True, help="the operator who approves")
@@ -329,8 +380,13 @@ def add_parsers(sub: Any) -> None:
     grant = sub.add_parser("grant", help="grants of access").add_subparsers(dest="verb", required=True)
     p = grant.add_parser("list", help="grants with budget left and expiry (reminders when close)")
     p.add_argument("--active", action="store_true")
-    p.add_argument("--org")
+    p.add_argument("--org", help="only this organisation's grants (an unknown one is an error)")
+    p.add_argument("--json", action="store_true", help="one object per grant (docs/cli.md)")
     p.set_defaults(func=cmd_grant_list)
+    p = grant.add_parser("show", help="one grant: terms, budget left, expiry, revocation")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_grant_show)
     p = grant.add_parser("revoke", help="revoke now: gateway and MinIO access end at once")
     p.add_argument("id", type=int)
     p.add_argument("--as", dest="actor", required=True, help="the operator who revokes")

@@ -11,6 +11,9 @@ from typing import Any
 from lab import demo, stack, vault
 from lab.cli.governance import add_parsers as add_governance_parsers
 from lab.cli.org import add_parsers as add_org_parsers
+from lab.cli.output import print_json
+from lab.cli.session import add_parsers as add_session_parsers
+from lab.cli.session import checked_operator, mark_operator_options
 from lab.errors import ConfigError, LabError
 from lab.ingest.cli import add_parsers as add_ingest_parsers
 from lab.settings import Settings, load_settings
@@ -44,7 +47,11 @@ def _summary(settings: Settings) -> str:
         org = orgs.get(person.org) if person.org else None
         where = f"{org.name_en} / {org.name_zh}" if org else "Data bureau / 大数据局"
         lines.append(f"  {person.username:<12} {person.role:<9} {where}")
-    lines += ["", f"State and logs: {settings.home}   Stop: make down"]
+    lines += [
+        "",
+        "Operators on this server log in first: datalab login op.wang / 运营人员请先登录：datalab login",
+        f"State and logs: {settings.home}   Stop: make down",
+    ]
     return "\n".join(lines)
 
 
@@ -133,7 +140,7 @@ def cmd_dataset_list(args: argparse.Namespace, settings: Settings) -> int:
 
     entries = listing.search(_catalogue(settings), args.search)
     if args.json:
-        print(json.dumps(entries, ensure_ascii=False, indent=2))
+        print_json(entries)
         return 0
     if not entries:
         none = f"No dataset matches {args.search!r}. / 没有匹配的数据集。" if args.search else None
@@ -156,7 +163,7 @@ def cmd_dataset_show(args: argparse.Namespace, settings: Settings) -> int:
 
     entry = listing.find(_catalogue(settings), args.name)
     if args.json:
-        print(json.dumps(entry, ensure_ascii=False, indent=2))
+        print_json(entry)
         return 0
     frequency = entry["update_frequency_label"] or {"zh": "-", "en": "-"}
     unit = entry["privacy_unit"]
@@ -189,26 +196,69 @@ def cmd_dataset_scan(args: argparse.Namespace, settings: Settings) -> int:
     from lab import discovery
 
     if args.sample < 1:
-        raise ConfigError(f"--sample must be at least 1, got {args.sample} (样本数至少为 1)")
+        raise ConfigError(f"--sample must be at least 1, got {args.sample} / --sample 样本数至少为 1")
     result = discovery.scan_source(args.source, cap=args.sample)
     if args.json:
-        print(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+        print_json(result.to_json())
     else:
         print(discovery.to_text(result))
     return 0
+
+
+def _imported_policies(settings: Settings) -> tuple[dict[str, Any], list[Any]]:
+    """The accepted imports' policies and their problems; a problem if MinIO cannot be read."""
+    from lab.errors import PolicyError
+    from lab.ingest.importer import negative_list
+    from lab.policy import NegativeList, PolicyProblem
+    from lab.registry import datasets
+
+    try:
+        negative = negative_list(settings) or NegativeList()
+    except PolicyError:
+        negative = NegativeList()  # its problems are the directory's, reported there
+    try:
+        return datasets.checked_imports(datasets.raw_store(settings), negative)
+    except Exception as exc:  # MinIO down: say so rather than pass the imports unchecked
+        where = f"{settings.minio_endpoint}"
+        return {}, [
+            PolicyProblem(
+                "imported registers",
+                0,
+                f"could not be read from MinIO at {where} ({type(exc).__name__}); start the lab "
+                "(datalab up) and check again / 无法读取已导入数据集的策略，请启动实验室后重新检查",
+            )
+        ]
 
 
 def cmd_policy_check(args: argparse.Namespace, settings: Settings) -> int:
     from lab.policy import check_policies
     from lab.registry.catalogue import DATASETS
 
-    problems = check_policies(settings.policies_dir, expected=list(DATASETS))
+    imported, problems = _imported_policies(settings)
+    problems = check_policies(settings.policies_dir, expected=list(DATASETS), imported=imported) + problems
+    if args.json:
+        print_json(
+            {
+                "ok": not problems,
+                "policies_dir": str(settings.policies_dir),
+                "imported": sorted(imported),
+                "problems": [{"path": p.path, "line": p.line, "reason": p.reason} for p in problems],
+            }
+        )
+        return 1 if problems else 0
     for problem in problems:
         print(str(problem), file=sys.stderr)
     if problems:
-        print(f"{len(problems)} problem(s) in {settings.policies_dir}", file=sys.stderr)
+        print(
+            f"{len(problems)} problem(s) in {settings.policies_dir} and the accepted imports; fix them "
+            "and run datalab policy check again / 发现问题，请修改后重新检查",
+            file=sys.stderr,
+        )
         return 1
-    print(f"All policies in {settings.policies_dir} are valid. / 所有策略均有效。")
+    print(
+        f"All policies in {settings.policies_dir} and {len(imported)} accepted import(s) are valid. "
+        "/ 所有策略均有效。"
+    )
     return 0
 
 
@@ -242,11 +292,28 @@ def cmd_extract_build(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _known_dataset(settings: Settings, name: str) -> str:
+    """``name`` if a register of that name has a policy; NotFound with the closest name otherwise."""
+    from lab.registry.datasets import policies, require_dataset
+
+    return require_dataset(policies(settings), name).dataset
+
+
 def cmd_extract_list(args: argparse.Namespace, settings: Settings) -> int:
     from lab import extracts
 
     extracts.organisation(settings, args.org)
-    for manifest in extracts.versions(settings, args.org, args.dataset):
+    _known_dataset(settings, args.dataset)
+    manifests = extracts.versions(settings, args.org, args.dataset)
+    if args.json:
+        print_json(manifests)
+        return 0
+    if not manifests:
+        print(
+            f"No extract of {args.dataset} for {args.org} yet; build one with datalab extract build "
+            f"{args.dataset} --org {args.org} / 尚无提取件"
+        )
+    for manifest in manifests:
         kind = manifest.get("kind", "masked")
         if kind == "masked":
             what = f"{manifest['rows_out']:>10,} rows  k={manifest['k_achieved']}"
@@ -254,7 +321,7 @@ def cmd_extract_list(args: argparse.Namespace, settings: Settings) -> int:
             what = f"ε={manifest['epsilon']:g} δ={manifest['delta']:g}" + (
                 "  SYNTHETIC" if manifest["synthetic"] else ""
             )
-        who = f"by {manifest['created_by']} at {manifest['created_at']}"
+        who = f"by {manifest['created_by']} at {_time(manifest['created_at'])}"
         print(f"{manifest['version']}  {kind:<12} {what}  {who}")
     return 0
 
@@ -277,7 +344,7 @@ def rebuild_outdated(settings: Settings, dataset: str, actor: str, *, dry_run: b
                 f"(data {item.source_sha256[:12]}…) / 基于旧版本"
             )
         if dry_run:
-            print(f"Rebuild them: datalab extract rebuild {dataset} --as OPERATOR / 重建命令如上")
+            print(f"Rebuild them: datalab extract rebuild {dataset} / 重建命令如上")
             return 0
         done = access.rebuild_extracts(settings, book, dataset, actor=actor)
     for rebuilt in done:
@@ -298,9 +365,10 @@ def cmd_extract_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_extract_risk(args: argparse.Namespace, settings: Settings) -> int:
     from lab import extracts
 
+    _known_dataset(settings, args.dataset)
     report = extracts.risk_report(settings, args.org, args.dataset, args.version)
     if args.json:
-        print(json.dumps(report, ensure_ascii=False, sort_keys=True))
+        print_json(report)
         return 0
     records = report["records"]
     print(
@@ -335,6 +403,10 @@ def cmd_extract_trace(args: argparse.Namespace, settings: Settings) -> int:
     from lab import extracts
 
     result = extracts.trace_file(settings, args.file)
+    if args.json:
+        builds = [{"dataset": b.dataset, "build_id": b.build_id} for b in result.builds]
+        print_json({"organisation": result.org, "log10_p": result.log10_p, "builds": builds})
+        return 0 if result.org else 1
     if result.org is None:
         print("No organisation can be named for this file. / 无法确定该文件的接收机构。")
         return 1
@@ -384,7 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_ingest_parsers(dataset)
 
     policy = sub.add_parser("policy", help="dataset policies").add_subparsers(dest="verb", required=True)
-    policy.add_parser("check", help="validate every policy file").set_defaults(func=cmd_policy_check)
+    p = policy.add_parser(
+        "check", help="validate every policy file, the accepted imports and the negative list's names"
+    )
+    p.add_argument("--json", action="store_true", help='{"ok", "policies_dir", "imported", "problems"}')
+    p.set_defaults(func=cmd_policy_check)
 
     extract = sub.add_parser("extract", help="masked extracts").add_subparsers(dest="verb", required=True)
     p = extract.add_parser("build", help="build a masked or DP extract for one organisation")
@@ -397,11 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="masked microdata, DP tables, or DP synthetic data (DP kinds spend the grant's budget)",
     )
     p.add_argument("--spec", help="YAML/JSON spec of the DP tables or synthetic data")
-    p.add_argument("--actor", default="datalab-cli", help="who builds it (recorded in the audit log)")
+    p.add_argument(
+        "--as", "--actor", dest="actor", required=True, help="the operator who builds it (checked, recorded)"
+    )
     p.set_defaults(func=cmd_extract_build)
     p = extract.add_parser("list", help="published versions of an organisation's extract")
     p.add_argument("dataset")
     p.add_argument("--org", required=True)
+    p.add_argument("--json", action="store_true", help="the manifests, oldest first")
     p.set_defaults(func=cmd_extract_list)
     p = extract.add_parser(
         "rebuild", help="rebuild the extracts built from an earlier version of a register (recorded)"
@@ -418,41 +497,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_extract_risk)
     p = extract.add_parser("trace", help="name the organisation a leaked extract was built for")
     p.add_argument("file")
+    p.add_argument("--json", action="store_true", help='{"organisation", "log10_p", "builds"}')
     p.set_defaults(func=cmd_extract_trace)
+    add_session_parsers(sub)
     add_governance_parsers(sub)
     add_org_parsers(sub)
-    _mark_operator_options(parser)
+    mark_operator_options(parser)
     return parser
-
-
-def _mark_operator_options(parser: argparse.ArgumentParser) -> None:
-    """Every (sub)command with an ``--as`` option, now or added later, checks the name it gets."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                _mark_operator_options(child)
-        elif "--as" in action.option_strings:
-            parser.set_defaults(operator_as=action.dest)
-
-
-def checked_operator(args: argparse.Namespace, directory: Any) -> None:
-    """``--as`` must name an enabled operator in Keycloak now (AccessDenied otherwise), never any
-    name: the audit log records who acted, so a free name would let anyone act as anyone."""
-    from lab.services.onboarding import require_operator
-
-    dest = getattr(args, "operator_as", None)
-    if dest:
-        setattr(args, dest, require_operator(directory, getattr(args, dest)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-        if getattr(args, "operator_as", None):
-            from lab.directory import Directory
-
-            checked_operator(args, Directory(settings, ttl=0))
+        checked_operator(args, settings)
         return int(args.func(args, settings))
     except LabError as exc:
         print(f"datalab: error: {exc.message}", file=sys.stderr)
@@ -460,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. 'datalab dataset list | head'
         return 0
     except KeyboardInterrupt:
-        print("datalab: interrupted", file=sys.stderr)
+        print("datalab: interrupted / 已中断", file=sys.stderr)
         return 130
 
 

@@ -1,7 +1,8 @@
 """``datalab org …``: the organisations the lab serves (``lab.registry``).
 
-``add``, ``suspend``, ``remove`` and ``add-user`` act as the operator named with ``--as``,
-who must be an enabled Keycloak account holding the operator role (checked, not trusted);
+``add``, ``suspend``, ``remove`` and ``add-user`` act as the operator logged in with
+``datalab login`` (``lab.cli.login``: an enabled Keycloak account holding the operator role,
+checked, not trusted; ``--as`` may only repeat that name);
 each change is audited and followed by Keycloak and MinIO (``lab.services.onboarding``).
 ``list`` and ``show`` read the registry (``--json`` for programs).
 

@@ -191,20 +191,25 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise NotAuthenticated(
-                "Your login has expired; log in again. / 登录已过期，请重新登录。"
+                "Your login has expired; log in again. / 登录已过期，请重新登录。", reason="token-expired"
             ) from None
         except jwt.InvalidAudienceError:
             raise NotAuthenticated(
-                "This token was not issued for the Data Lab gateway. / 该令牌不是签发给数据实验室网关的。"
+                "This token was not issued for the Data Lab gateway; log in again. "
+                "/ 此令牌并非为本实验室签发。",
+                reason="token-audience",
             ) from None
         except jwt.InvalidIssuerError:
             raise NotAuthenticated(
-                f"This token was not issued by {self.issuer}. / 该令牌不是由本实验室的 Keycloak 签发的。"
+                f"This token was not issued by {self.issuer}; log in again. "
+                "/ 此令牌并非由本实验室的统一身份认证签发。",
+                reason="token-issuer",
             ) from None
         except (jwt.PyJWKClientError, jwt.InvalidTokenError):
             raise NotAuthenticated(
-                "The token is invalid (bad signature or format); log in again. / "
-                "令牌无效（签名或格式错误），请重新登录。"
+                "The token is invalid (bad signature or format); log in again. "
+                "/ 令牌无效（签名或格式错误），请重新登录。",
+                reason="token-invalid",
             ) from None
 
     def caller(self, token: str) -> Caller:
@@ -218,7 +223,8 @@ class TokenVerifier:
         if person.id != claims["sub"]:
             raise NotAuthenticated(
                 "This token's subject is not the account of that name; log in again. "
-                "/ 令牌的主体与该账号不符，请重新登录。"
+                "/ 令牌与账号不符，请重新登录。",
+                reason="token-subject",
             )
         org = claims.get("org")
         return self.current(Caller(username, str(org) if org else None, frozenset(claims.get("roles", []))))

@@ -62,7 +62,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  to fix before accepting (采纳前需修改): {problem}")
     print(
         f"Not published yet (尚未发布). Review the draft, then: datalab dataset accept {done.dataset} "
-        "--as OPERATOR [--policy FILE]"
+        "[--policy FILE] (as a second operator, logged in with datalab login)"
     )
     return 0
 
@@ -90,7 +90,7 @@ def _after_publish(settings: Settings, dataset: str, version: int, args: argpars
     if version > 1:
         print(
             "Extracts built from earlier versions stay readable; to rebuild them from this one: "
-            f"datalab extract rebuild {dataset} --as OPERATOR "
+            f"datalab extract rebuild {dataset} "
             "/ 旧版本的提取件仍可读取，如需重建请运行上述命令"
         )
     return 0

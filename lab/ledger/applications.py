@@ -346,7 +346,12 @@ def get_application(conn: Connection, application_id: int, *, lock: bool = False
         query = query.with_for_update()
     row = conn.execute(query).mappings().first()
     if row is None:
-        raise NotFound(f"there is no application {application_id} / 申请不存在", reason="no-such-application")
+        raise NotFound(
+            f"there is no application {application_id}; see the applications in the operator console or "
+            f"with datalab application list / 没有编号为 {application_id} 的申请，请在运营控制台或用 "
+            "datalab application list 查看",
+            reason="no-such-application",
+        )
     return Application.from_row(row)
 
 

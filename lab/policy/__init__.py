@@ -198,10 +198,15 @@ def load_policies(directory: str | Path) -> dict[str, Policy]:
     return policies
 
 
-def check_policies(directory: str | Path, expected: Iterable[str] = ()) -> list[PolicyProblem]:
+def check_policies(
+    directory: str | Path, expected: Iterable[str] = (), imported: Mapping[str, Policy] | None = None
+) -> list[PolicyProblem]:
     """Every problem of the policy files in ``directory``; empty when all are valid.
 
-    ``expected`` names datasets that must have a policy (e.g. ``lab.registry.catalogue.DATASETS``).
+    ``expected`` names datasets that must have a policy (e.g. ``lab.registry.catalogue.DATASETS``);
+    ``imported`` are the accepted policies of imported registers (``lab.registry.datasets``), which
+    a negative-list entry may name too. A negative-list entry naming a dataset that has no policy
+    here or there, or a column its dataset lacks, is a problem (with the closest name).
     """
     directory = Path(directory)
     policies, problems = _parse_directory(directory)
@@ -211,6 +216,21 @@ def check_policies(directory: str | Path, expected: Iterable[str] = ()) -> list[
             problems.append(
                 PolicyProblem(str(directory), 0, f"dataset {name!r} has no policy file (缺少策略)")
             )
+    negative_path = directory / NEGATIVE_LIST_FILE
+    if negative_path.exists():
+        negative, _ = _parse_negative_list(negative_path)
+        others = {k: v for k, v in (imported or {}).items() if k not in policies}
+        problems += _negative_entry_problems(negative, others)  # the directory's were checked above
+        known = {*policies, *(imported or {}), *(Path(path).stem for path in broken)}
+        for dataset, column in sorted(negative.entries):
+            if dataset != "*" and dataset not in known:
+                en, zh = did_you_mean(dataset, known)
+                reason = (
+                    f"negative list names dataset {dataset!r}, which has no policy and no accepted "
+                    f"import;{en} correct the name / 负面清单中的数据集 {dataset} 不存在，{zh}请改正名称"
+                )
+                line = negative.lines.get((dataset, column), 0)
+                problems.append(PolicyProblem(negative.path, line, reason))
     return problems
 
 
@@ -281,9 +301,10 @@ def _negative_entry_problems(negative: NegativeList, policies: Mapping[str, Poli
     for dataset, column in sorted(negative.entries):
         policy = policies.get(dataset)
         if policy is not None and column not in policy.columns:
+            en, zh = did_you_mean(column, policy.columns)
             reason = (
-                f"negative list names column {column!r}, which dataset {dataset!r} does not have "
-                "(负面清单中的字段不存在)"
+                f"negative list names column {column!r}, which dataset {dataset!r} does not have;{en} "
+                f"correct the name / 负面清单中的字段 {column} 在数据集 {dataset} 中不存在，{zh}请改正名称"
             )
             problems.append(PolicyProblem(negative.path, negative.lines.get((dataset, column), 0), reason))
     return problems

@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from lab import storage
-from lab.errors import LabError
+from lab.errors import LabError, NotFound
 from lab.ingest.importer import column_types, negative_list, version_key
 from lab.ingest.store import MinioStore, RawStore, get_json
-from lab.policy import NegativeList, Policy, load_policies, load_policy_bytes
+from lab.policy import NegativeList, Policy, PolicyProblem, load_policies, load_policy_bytes
 from lab.settings import Settings
 from lab.store import layout
+from lab.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,14 @@ def published_meta(store: RawStore, name: str) -> dict[str, Any] | None:
 
 def imported_policies(store: RawStore, negative: NegativeList) -> dict[str, Policy]:
     """The accepted policy of every imported register's published version."""
+    return checked_imports(store, negative)[0]
+
+
+def checked_imports(store: RawStore, negative: NegativeList) -> tuple[dict[str, Policy], list[PolicyProblem]]:
+    """The imported registers' accepted policies that validate, and a problem for each that does not
+    (``datalab policy check``; the services leave such a register out and log its name)."""
     found: dict[str, Policy] = {}
+    problems: list[PolicyProblem] = []
     for name in store.names():
         meta = published_meta(store, name)
         if meta is None or meta.get("source") != "import":
@@ -68,10 +76,36 @@ def imported_policies(store: RawStore, negative: NegativeList) -> dict[str, Poli
             policy = load_policy_bytes(data, label, types, negative)
         except LabError as exc:
             log.warning("imported dataset %s left out: its policy does not validate (%s)", name, exc.reason)
+            problems += [_problem(label, line) for line in exc.detail.splitlines()]
             continue
         if policy.dataset == name:
             found[name] = policy
-    return found
+    return found, problems
+
+
+def require_dataset(policies: Mapping[str, Policy], name: Any) -> Policy:
+    """The policy of register ``name``; NotFound naming the closest register and the known ones."""
+    from lab import validate
+
+    name = validate.name(name, "dataset")
+    policy = policies.get(name)
+    if policy is None:
+        known = sorted(policies)
+        en, zh = did_you_mean(name, known)
+        raise NotFound(
+            f"there is no dataset {name!r};{en} known: {', '.join(known) or 'none'}; see datalab "
+            f"dataset list / 没有数据集 {name}，{zh}请用 datalab dataset list 查看已有数据集",
+            reason="no-such-dataset",
+        )
+    return policy
+
+
+def _problem(label: str, line: str) -> PolicyProblem:
+    """``label:N: reason`` (or any other text) as a PolicyProblem of ``label``."""
+    number, _, reason = line.removeprefix(f"{label}:").partition(": ")
+    if line.startswith(f"{label}:") and number.isdigit():
+        return PolicyProblem(label, int(number), str(reason))  # the PolicyError's own words
+    return PolicyProblem(label, 0, str(line.removeprefix(f"{label}: ")))
 
 
 def policies(settings: Settings, store: RawStore | None = None) -> dict[str, Policy]:

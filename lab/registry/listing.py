@@ -20,6 +20,7 @@ from lab.ingest.importer import manifests
 from lab.ingest.store import RawStore
 from lab.policy import Policy
 from lab.registry.datasets import published_meta
+from lab.suggest import did_you_mean
 
 SEARCH_LIMIT = 200  # characters of a search text
 
@@ -117,9 +118,11 @@ def find(entries: Iterable[dict[str, Any]], name: str) -> dict[str, Any]:
     for item in entries:
         if item["name"] == name:
             return item
-    known = ", ".join(e["name"] for e in entries) or "none"
+    names = [e["name"] for e in entries]
+    en, zh = did_you_mean(name, names)
     raise NotFound(
-        f"no dataset {name!r} in the catalogue; known: {known} / 目录中没有数据集 {name}",
+        f"no dataset {name!r} in the catalogue;{en} known: {', '.join(names) or 'none'}; see datalab "
+        f"dataset list / 目录中没有数据集 {name}，{zh}请用 datalab dataset list 查看",
         reason="no-such-dataset",
     )
 

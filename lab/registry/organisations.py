@@ -45,6 +45,7 @@ from lab.ledger import Grant, Kind, Ledger
 from lab.ledger import grants as grant_rows
 from lab.ledger.db import UTCDateTime, metadata
 from lab.settings import Settings
+from lab.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
 KINDS = ("enterprise", "research", "government")
@@ -200,8 +201,11 @@ def _get(conn: Connection, org_id: str, *, lock: bool = False) -> Organisation:
         query = query.with_for_update()
     row = conn.execute(query).mappings().first()
     if row is None:
+        known = [str(r[0]) for r in conn.execute(select(organisations.c.id))]
+        en, zh = did_you_mean(org_id, known)
         raise NotFound(
-            f"there is no organisation {org_id!r}; see `datalab org list` / 没有机构 {org_id}",
+            f"there is no organisation {org_id!r};{en} see `datalab org list` "
+            f"/ 没有机构 {org_id}，{zh}请用 datalab org list 查看已登记的机构",
             reason="no-such-organisation",
         )
     return Organisation.from_row(dict(row))
@@ -444,9 +448,11 @@ def lookup(settings: Settings, org_id: str, *, active: bool = False) -> Organisa
         try:
             return registry.require_active(org_id) if active else registry.get(org_id)
         except NotFound:
-            known = ", ".join(sorted(registry.known_ids())) or "none"
+            ids = sorted(registry.known_ids())
+            en, zh = did_you_mean(org_id, ids)
             raise NotFound(
-                f"Unknown organisation {org_id!r}; registered: {known} / 未知机构 {org_id}",
+                f"Unknown organisation {org_id!r};{en} registered: {', '.join(ids) or 'none'} "
+                f"/ 未知机构 {org_id}，{zh}请用 datalab org list 查看",
                 reason="no-such-organisation",
             ) from None
 

@@ -35,6 +35,7 @@ from lab.registry.datasets import current, raw_store
 from lab.services.airlock import AirlockDesk
 from lab.services.audit_trail import AuditTrail
 from lab.settings import Settings
+from lab.suggest import did_you_mean
 
 Build = Callable[[Grant, str], None]
 
@@ -138,8 +139,10 @@ class Governance(AuditTrail, AirlockDesk):
         dataset = validate.name(body.get("dataset"), "dataset")
         policy = self.policies.get(dataset)
         if policy is None:
+            close = did_you_mean(dataset, self.policies)
             raise NotFound(
-                f"unknown dataset {dataset!r}; known: {', '.join(sorted(self.policies))} / 未知数据集",
+                f"unknown dataset {dataset!r};{close[0]} known: {', '.join(sorted(self.policies))} "
+                f"/ 未知数据集 {dataset}，{close[1]}请从数据目录中选择",
                 reason="no-such-dataset",
             )
         purpose = _text(body, "purpose")

@@ -20,7 +20,7 @@ audit record, :mod:`lab.registry.organisations`), then brings the services in li
   the membership is recorded (citing its audit record), then the account joins the group.
 
 Only an enabled Keycloak account holding the ``operator`` realm role may do any of this
-(:func:`require_operator`); the name given with ``--as`` is checked, not trusted.
+(:func:`require_operator`); the CLI's logged-in name (``lab.cli.login``) is checked again, not trusted.
 """
 
 from __future__ import annotations
@@ -112,9 +112,9 @@ def require_operator(directory: Any, name: str) -> str:
     person = directory.person(name)
     if person is None or not person.enabled or OPERATOR not in person.roles:
         raise AccessDenied(
-            f"{name!r} is not an enabled operator in Keycloak; name your own operator account with --as "
-            f"(an administrator gives it the operator role in Keycloak) "
-            f"/ {name} 不是统一身份认证中的有效运营人员，请用 --as 填写您本人的运营人员账号"
+            f"{name!r} is not an enabled operator in Keycloak; log in with your own operator account "
+            f"(datalab login; an administrator gives it the operator role in Keycloak) "
+            f"/ {name} 不是统一身份认证中的有效运营人员，请用您本人的运营人员账号登录"
             f"（由管理员在统一身份认证中授予运营人员角色）",
             reason="not-operator",
         )

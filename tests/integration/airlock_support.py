@@ -30,22 +30,22 @@ def new_org(lab: Settings, label: str) -> dict[str, str]:
     suffix = secrets.token_hex(3)
     org = {"id": f"{label}-{suffix}", "user": f"an.{suffix}", "colleague": f"co.{suffix}"}
     added = cli.main(
-        [
+        kct.operator_argv(lab, [  # logged in as the operator its --as names
             "org", "add", org["id"], "--name-zh", "测试导出审核有限公司", "--name-en", "Airlock Test Co.",
             "--credit-code", credit_code(), "--kind", "enterprise", "--contact", "Data office / 数据办",
             "--as", "op.wang",
-        ]
+        ])
     )  # fmt: skip
     assert added == 0
     for user in (org["user"], org["colleague"]):
         create_analyst(lab, user)
-        assert cli.main(["org", "add-user", org["id"], user, "--as", "op.wang"]) == 0
+        assert cli.main(kct.operator_argv(lab, ["org", "add-user", org["id"], user, "--as", "op.wang"])) == 0
     with Ledger(lab.ledger_url, anchor_path=lab.ledger_anchor) as book:
         app = book.apply(
             organisation=org["id"], dataset="population", purpose="airlock tests",
             modes=["dp"], epsilon=0.5, delta=1e-7, term_days=30, applicant=org["user"],
         )  # fmt: skip
-        assert cli.main(["application", "approve", str(app.id), "--as", "op.li"]) == 0
+        assert cli.main(kct.operator_argv(lab, ["application", "approve", str(app.id), "--as", "op.li"])) == 0
         access.Provisioner(lab, book).provision()
     return org
 

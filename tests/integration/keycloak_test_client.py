@@ -109,3 +109,21 @@ def token_from(settings: Settings, client_id: str, username: str) -> str:
     response = password_grant(settings, client_id, username, vault.secret(settings, "demo-password"))
     assert response.status_code == 200, response.status_code
     return str(response.json()["access_token"])
+
+
+def cli_login(settings: Settings, username: str) -> None:
+    """``datalab login USERNAME`` with the demo password, unless this OS user's cached login is
+    already theirs: operator commands then act as them (``lab.cli.login``)."""
+    from lab.cli import login
+
+    cached = login._load(login.cache_file(settings))
+    if cached is None or cached.username != username:
+        login.login(settings, username, vault.secret(settings, "demo-password"))
+
+
+def operator_argv(settings: Settings, argv: list[str] | tuple[str, ...]) -> list[str]:
+    """``argv`` of a ``datalab`` command, after logging in as the operator its ``--as`` names."""
+    argv = list(argv)
+    if "--as" in argv:
+        cli_login(settings, argv[argv.index("--as") + 1])
+    return argv

@@ -83,9 +83,9 @@ def organisation_with_grant(lab_stack: Settings, prefix: str, epsilon: float) ->
         "--credit-code", credit_code(), "--kind", "research", "--contact", "Data office / 数据办",
         "--as", "op.wang",
     ]  # fmt: skip
-    assert cli.main(argv) == 0
+    assert cli.main(kct.operator_argv(lab_stack, argv)) == 0  # logged in as the operator its --as names
     create_analyst(lab_stack, user)
-    assert cli.main(["org", "add-user", org, user, "--as", "op.wang"]) == 0
+    assert cli.main(kct.operator_argv(lab_stack, ["org", "add-user", org, user, "--as", "op.wang"])) == 0
     with open_ledger(lab_stack) as book:
         made = book.create_grant(
             organisation=org,

@@ -19,7 +19,7 @@ from lab import access, storage
 from lab.extracts import ledger as open_ledger
 from lab.extracts import versions
 from lab.ledger import Ledger
-from lab.settings import Settings
+from lab.settings import Settings, load_settings
 from lab.store import layout
 from tests.integration import keycloak_test_client as kct
 
@@ -66,6 +66,7 @@ def _objects(settings: Settings) -> set[str]:
 
 
 def _build(spec: Path, mode: str = "dp-table") -> subprocess.CompletedProcess[str]:
+    kct.cli_login(load_settings(), "op.wang")  # `extract build` acts as the logged-in operator
     return subprocess.run(
         [
             *DATALAB,
@@ -78,7 +79,7 @@ def _build(spec: Path, mode: str = "dp-table") -> subprocess.CompletedProcess[st
             mode,
             "--spec",
             str(spec),
-            "--actor",
+            "--as",
             "op.wang",
         ],
         capture_output=True,

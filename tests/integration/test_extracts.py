@@ -72,9 +72,10 @@ def built(lab_stack: Settings, masked_grants: None) -> dict[tuple[str, str], pl.
     kct.ensure(lab_stack)
     analysts = {"qilu-energy": "li.na", "zibo-credit": "chen.jing"}
     frames = {}
+    kct.cli_login(lab_stack, "op.wang")  # `extract build` acts as the logged-in operator
     for org, dataset in BUILDS:
         result = subprocess.run(
-            [*DATALAB, "extract", "build", dataset, "--org", org, "--actor", "op.wang"],
+            [*DATALAB, "extract", "build", dataset, "--org", org, "--as", "op.wang"],
             capture_output=True,
             text=True,
         )
@@ -183,17 +184,21 @@ def _objects(settings: Settings) -> set[str]:
     [
         (
             "unknown dataset",
-            ["extract", "build", "census", "--org", "qilu-energy"],
+            ["extract", "build", "census", "--org", "qilu-energy", "--as", "op.wang"],
             "unknown dataset 'census'",
         ),
-        ("unknown org", ["extract", "build", "population", "--org", "acme"], "Unknown organisation 'acme'"),
+        (
+            "unknown org",
+            ["extract", "build", "population", "--org", "acme", "--as", "op.wang"],
+            "Unknown organisation 'acme'",
+        ),
     ],
 )
 def test_bad_build_request_fails_in_one_line_and_writes_nothing(
     lab_stack: Settings, built: dict, case: str, argv: list[str], expected: str
 ) -> None:
     before = _objects(lab_stack)
-    result = subprocess.run([*DATALAB, *argv], capture_output=True, text=True)
+    result = subprocess.run([*DATALAB, *kct.operator_argv(lab_stack, argv)], capture_output=True, text=True)
     assert result.returncode != 0, case
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -220,7 +225,8 @@ def test_bad_policy_stops_the_build_and_writes_nothing(
     path.write_text(edit(path.read_text()))
     before = _objects(lab_stack)
     env = {"DATALAB_POLICIES": str(policies)}
-    argv = [*DATALAB, "extract", "build", "population", "--org", "qilu-energy"]
+    argv = [*DATALAB, "extract", "build", "population", "--org", "qilu-energy", "--as", "op.wang"]
+    kct.cli_login(lab_stack, "op.wang")
     result = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **env})
     assert result.returncode != 0, case
     assert expected in result.stderr

@@ -22,7 +22,8 @@ import pytest
 from lab import storage
 from lab.extracts import ledger as open_ledger
 from lab.ingest import MinioStore
-from lab.settings import Settings
+from lab.settings import Settings, load_settings
+from tests.integration import keycloak_test_client as kct
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,9 @@ OPERATOR, REVIEWER = "op.wang", "op.li"
 
 
 def datalab(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*DATALAB, *args], capture_output=True, text=True, timeout=300)
+    """``datalab ARGS``; a command with ``--as NAME`` runs logged in as NAME (``datalab login``)."""
+    argv = kct.operator_argv(load_settings(), args)
+    return subprocess.run([*DATALAB, *argv], capture_output=True, text=True, timeout=300)
 
 
 def listed(name: str) -> dict | None:

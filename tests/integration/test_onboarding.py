@@ -34,7 +34,7 @@ from playwright.sync_api import Browser
 
 from lab import storage
 from lab.extracts import ledger as open_ledger
-from lab.settings import Settings
+from lab.settings import Settings, load_settings
 from tests.integration import keycloak_test_client as kct
 from tests.integration.browser import browser  # noqa: F401  (the Chromium fixture)
 from tests.integration.org_support import create_analyst, credit_code
@@ -71,8 +71,10 @@ columns:
 
 
 def datalab(*args: str) -> subprocess.CompletedProcess[str]:
+    """``datalab ARGS``; a command with ``--as NAME`` runs logged in as NAME (``datalab login``)."""
+    argv = kct.operator_argv(load_settings(), args)
     return subprocess.run(
-        [sys.executable, "-m", "lab.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "lab.cli", *argv], capture_output=True, text=True, timeout=300
     )
 
 

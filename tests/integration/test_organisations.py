@@ -49,6 +49,7 @@ def org(lab: Settings) -> dict[str, str]:
 
 
 def _add(lab: Settings, org: dict[str, str], actor: str) -> int:
+    """``datalab org add`` with ``--as actor``, by whoever is logged in."""
     return cli.main(
         [
             "org", "add", org["id"], "--name-zh", "测试水务数据有限公司", "--name-en", "Test Water Data Co.",
@@ -60,7 +61,11 @@ def _add(lab: Settings, org: dict[str, str], actor: str) -> int:
 
 @pytest.mark.security
 def test_analysts_and_strangers_cannot_add_an_organisation(lab: Settings, org: dict[str, str]) -> None:
+    kct.cli_login(lab, "op.wang")  # an operator's login, someone else's name
     for actor in ("mallory", "zhang.wei", "audit.zhao"):
+        assert _add(lab, {**org, "id": f"{org['id']}-x"}, actor) == 1
+    for actor in ("zhang.wei", "audit.zhao"):  # logged in as themselves: not operators
+        kct.cli_login(lab, actor)
         assert _add(lab, {**org, "id": f"{org['id']}-x"}, actor) == 1
     with closing_registry(lab) as registry:
         assert f"{org['id']}-x" not in registry.known_ids()
@@ -83,6 +88,7 @@ def test_a_fourth_organisation_logs_in_and_loses_access_on_suspension(
     browser: Browser,  # noqa: F811
 ) -> None:
     started = time.monotonic()
+    kct.cli_login(lab, "op.wang")
     assert _add(lab, org, "op.wang") == 0
     kc = iam.admin(lab)
     group = kc.get_group_by_path(f"/{org['id']}")

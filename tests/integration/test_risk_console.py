@@ -29,6 +29,7 @@ from lab import cli, extracts, storage
 from lab.extracts import ledger as open_ledger
 from lab.policy import load_policies
 from lab.settings import Settings
+from tests.integration import keycloak_test_client as kct
 from tests.integration.console_client import console_base, console_login, csrf
 
 pytestmark = pytest.mark.integration
@@ -69,12 +70,13 @@ def _clean(settings: Settings) -> None:
 @pytest.fixture(scope="module")
 def lab(lab_stack: Settings) -> Iterator[Settings]:
     _clean(lab_stack)
+    kct.cli_login(lab_stack, OPERATOR)  # the agreement is recorded by the logged-in operator
     agreement = ["budget", "agreement", "set", ORG, DATASET, *AGREEMENT, "--as", OPERATOR]
     assert cli.main([*agreement, "--reason", "risk console tests: the organisation's agreement"]) == 0
     yield lab_stack
     _clean(lab_stack)
     remove = ["budget", "agreement", "remove", ORG, DATASET, "--as", OPERATOR, "--reason", "tests done"]
-    assert cli.main(remove) == 0
+    assert cli.main(kct.operator_argv(lab_stack, remove)) == 0
 
 
 def _block(page: str, start: str, end: str) -> str:

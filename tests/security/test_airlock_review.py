@@ -74,7 +74,7 @@ def test_requester_with_the_operator_role_cannot_approve_their_own_export(
     kc.assign_realm_roles(kc.get_user_id(dual), [kc.get_realm_role("operator")])
     from lab import cli
 
-    assert cli.main(["org", "add-user", org["id"], dual, "--as", "op.wang"]) == 0
+    assert cli.main(kct.operator_argv(lab, ["org", "add-user", org["id"], dual, "--as", "op.wang"])) == 0
     export = al.exported(lab, dual, "mine.csv", al.table_csv())
     assert export["state"] == "pending"
     assert al.view(lab, dual, export["id"]).status_code == 200

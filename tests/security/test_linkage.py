@@ -30,6 +30,7 @@ from lab.risk import household_risk, joined_view, record_risk, refuse_if_exceede
 from lab.settings import Settings
 from lab.stack import demodata
 from lab.synthetic import generate
+from tests.integration import keycloak_test_client as kct
 from tests.security import linkage_attacks as attacks
 
 pytestmark = pytest.mark.security
@@ -189,6 +190,7 @@ def test_real_builds_of_two_organisations_do_not_align(
 ) -> None:
     settings = registered
     frames, truths = {}, {}
+    kct.cli_login(settings, "op.wang")  # `extract build` acts as the logged-in operator
     for org in ("qilu-energy", "zibo-credit"):
         done = subprocess.run(
             [
@@ -200,7 +202,7 @@ def test_real_builds_of_two_organisations_do_not_align(
                 "population",
                 "--org",
                 org,
-                "--actor",
+                "--as",
                 "op.wang",
             ],
             capture_output=True,

@@ -130,6 +130,18 @@ def test_lab_scopes_are_given_only_to_the_labs_clients() -> None:
     assert iam.BRUTE_FORCE["bruteForceProtected"] is True and iam.BRUTE_FORCE["failureFactor"] == 10
 
 
+def test_only_the_command_lines_confidential_client_takes_passwords(tmp_path: Path) -> None:
+    """``datalab login`` uses the password grant; no other client of the lab, and no public one."""
+    clients = {c["clientId"]: c for c in iam._clients(load_settings({"DATALAB_HOME": str(tmp_path)}))}
+    takes = {name for name, c in clients.items() if c["directAccessGrantsEnabled"]}
+    assert takes == {iam.CLI_CLIENT_ID}
+    cli_client = clients[iam.CLI_CLIENT_ID]
+    assert (
+        cli_client["publicClient"] is False and cli_client["secret"] and not cli_client["standardFlowEnabled"]
+    )
+    assert iam.CLIENT_SCOPES[iam.CLI_CLIENT_ID] == (iam.CLAIMS_SCOPE,)
+
+
 def test_only_keycloak_operators_land_in_the_operator_group() -> None:
     import asyncio
 

@@ -16,6 +16,7 @@ from lab.ingest import DirStore, accept, import_source, manifests, sources
 from lab.ingest import cli as ingest_cli
 from lab.ingest.frames import conform, infer
 from lab.settings import Settings
+from tests.unit import login_support
 from tests.unit.ingest_support import Audit, Operators, entries, settings_fixture, store_fixture  # noqa: F401  (fixtures)
 from tests.unit.ingest_support import rows as _rows
 from tests.unit.ingest_support import write_csv as _csv
@@ -316,15 +317,19 @@ def test_cli_import_and_accept(
     audit = Audit()
     monkeypatch.setenv("DATALAB_HOME", str(settings.home))
     monkeypatch.setattr(ingest_cli, "store_and_audit", lambda s: (store, audit))
-    monkeypatch.setattr("lab.directory.Directory", Operators)  # '--as' is checked in Keycloak
+    monkeypatch.setattr("lab.directory.Directory", Operators)  # the login is checked in Keycloak
+    login_support.keys(monkeypatch)
     path = _csv(tmp_path / "people.csv", _rows(60))
+    login_support.log_in(settings, "op.wang")
     assert cli.main(["dataset", "import", str(path), "--name", "people", "--as", "op.wang"]) == 0
     out = capsys.readouterr().out
     assert "version 1: 60 rows" in out and "datalab dataset accept people" in out
-    assert cli.main(["dataset", "accept", "people", "--as", "op.li"]) == 0
+    login_support.log_in(settings, "op.li")  # a second operator accepts
+    assert cli.main(["dataset", "accept", "people"]) == 0
     assert "published" in capsys.readouterr().out
     assert audit.kinds == ["dataset-import", "dataset-accept"]
-    assert cli.main(["dataset", "import", str(path), "--name", "people", "--as", "op.wang"]) == 1
+    login_support.log_in(settings, "op.wang")
+    assert cli.main(["dataset", "import", str(path), "--name", "people"]) == 1
     assert "--new-version" in capsys.readouterr().err
 
 

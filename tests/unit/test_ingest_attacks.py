@@ -24,6 +24,7 @@ from lab.errors import ConfigError, LabError
 from lab.ingest import DirStore, frames, import_source, manifests, sources
 from lab.ingest import cli as ingest_cli
 from lab.settings import Settings
+from tests.unit import login_support
 from tests.unit.ingest_support import Audit, Operators, settings_fixture, store_fixture  # noqa: F401  (fixtures)
 from tests.unit.ingest_support import rows as _rows
 from tests.unit.ingest_support import write_csv as _csv
@@ -49,7 +50,9 @@ def run(settings: Settings, store: DirStore, monkeypatch: pytest.MonkeyPatch, ca
     audit = Audit()
     monkeypatch.setenv("DATALAB_HOME", str(settings.home))
     monkeypatch.setattr(ingest_cli, "store_and_audit", lambda s: (store, audit))
-    monkeypatch.setattr("lab.directory.Directory", Operators)  # '--as' is checked in Keycloak
+    monkeypatch.setattr("lab.directory.Directory", Operators)  # the login is checked in Keycloak
+    login_support.keys(monkeypatch)
+    login_support.log_in(settings, "op.wang")
 
     def datalab(*argv: str) -> tuple[int, str, Audit]:
         code = cli.main(list(argv))

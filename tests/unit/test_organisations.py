@@ -329,17 +329,24 @@ def test_the_cli_refuses_mallory_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from lab import cli, directory
+    from tests.unit import login_support
 
     monkeypatch.setenv("DATALAB_HOME", str(tmp_path))
     monkeypatch.setattr(directory, "Directory", lambda *_, **__: Directory(PEOPLE))
+    login_support.keys(monkeypatch)
+    settings = load_settings({"DATALAB_HOME": str(tmp_path)})
     add = ["org", "add", SPEC.id, "--name-zh", SPEC.name_zh, "--name-en", SPEC.name_en]
     add += ["--credit-code", SPEC.credit_code, "--kind", SPEC.kind, "--contact", SPEC.contact]
-    for actor in ("mallory", "li.na", "au.chen"):
-        assert cli.main([*add, "--as", actor]) == 1
+    for actor in ("mallory", "li.na", "au.chen", "op.gone"):  # each logged in as themselves
+        login_support.log_in(settings, actor, sub=f"id-{actor}", roles=("operator",))
+        assert cli.main(add) == 1
         assert "operator" in capsys.readouterr().err
+    login_support.log_in(settings, "op.wang", sub="id-op.wang")
+    assert cli.main([*add, "--as", "mallory"]) == 1  # an operator's login, another name
+    assert "logged in as op.wang" in capsys.readouterr().err
     assert cli.main(["org", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
-    with closing_registry(load_settings({"DATALAB_HOME": str(tmp_path)})) as registry:
+    with closing_registry(settings) as registry:
         registry.add(SPEC, by="op.wang")
     for verb in (["suspend", SPEC.id], ["remove", SPEC.id]):
         assert cli.main(["org", *verb, "--as", "mallory", "--reason", "x"]) == 1

@@ -42,6 +42,8 @@ def test_cli_verbs() -> None:
         "down",
         "extract",
         "grant",
+        "login",
+        "logout",
         "logs",
         "org",
         "policy",
