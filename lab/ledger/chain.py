@@ -263,6 +263,24 @@ def _check_anchor(
 # --- anchors --------------------------------------------------------------------------
 
 
+def _supersedes(
+    current: tuple[int, str] | None, seq: int, still_valid: Callable[[int, str], bool] | None, where: object
+) -> bool:
+    """Whether the head ``seq`` may replace the anchored ``current`` (see :meth:`FileAnchor.advance`)."""
+    if current is None:
+        return True
+    if current[0] >= seq:
+        return False
+    if still_valid is not None and not still_valid(*current):
+        log.error("audit anchor %s no longer matches record seq %d; not advancing", where, current[0])
+        return False
+    return True
+
+
+def _body(seq: int, hash_: str) -> str:
+    return canonical_json({"seq": seq, "hash": hash_, "written_at": format_time(datetime.now(UTC))})
+
+
 class ObjectAnchor:
     """The head of the chain as an object in the audit archive, for replicas on many hosts.
 
@@ -310,20 +328,10 @@ class ObjectAnchor:
         force: bool = False,
     ) -> bool:
         with self.lock():
-            current = None if force else self.read()
-            if current is not None:
-                if current[0] >= seq:
-                    return False
-                if still_valid is not None and not still_valid(*current):
-                    log.error(
-                        "audit anchor %s no longer matches record seq %d; not advancing",
-                        self.path,
-                        current[0],
-                    )
-                    return False
-            body = canonical_json({"seq": seq, "hash": hash_, "written_at": format_time(datetime.now(UTC))})
+            if not _supersedes(None if force else self.read(), seq, still_valid, self.path):
+                return False
             try:
-                self._put(body.encode())
+                self._put(_body(seq, hash_).encode())
             except Exception as exc:  # the object store's errors
                 raise ConfigError(
                     f"the audit anchor {self.path} cannot be written ({type(exc).__name__}) / "
@@ -378,22 +386,13 @@ class FileAnchor:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._thread_lock, open(self._lock_path, "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            current = None if force else self.read()
-            if current is not None:
-                if current[0] >= seq:
-                    return False
-                if still_valid is not None and not still_valid(*current):
-                    log.error(
-                        "audit anchor %s no longer matches record seq %d; not advancing",
-                        self.path,
-                        current[0],
-                    )
-                    return False
+            if not _supersedes(None if force else self.read(), seq, still_valid, self.path):
+                return False
             self._write(seq, hash_)
             return True
 
     def _write(self, seq: int, hash_: str) -> None:
-        body = canonical_json({"seq": seq, "hash": hash_, "written_at": format_time(datetime.now(UTC))})
+        body = _body(seq, hash_)
         fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
