@@ -59,8 +59,6 @@ TEXT: dict[str, tuple[str, str]] = {
     "pi": ("个人信息", "PI"),
     "rule": ("脱敏规则", "Rule"),
     "integrity": ("完整性", "Integrity"),
-    "intact": ("审计日志完整", "Audit log intact"),
-    "broken": ("审计日志被篡改", "Audit log broken"),
     "search": ("检索日志", "Search the log"),
     "actor": ("用户", "User"),
     "since": ("起", "From"),

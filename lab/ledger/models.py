@@ -202,9 +202,17 @@ class VerifyResult:
     def message(self) -> str:
         """One line for a person."""
         if self.ok:
-            anchor = "anchored" if self.anchored else "no anchor configured"
-            return f"audit log intact: {self.checked} records, head seq {self.head_seq} ({anchor})"
-        return f"audit log broken at record seq {self.first_bad_seq}: {self.problem}"
+            anchor, anchor_zh = (
+                ("anchored", "已锚定") if self.anchored else ("no anchor configured", "未配置锚点")
+            )
+            return (
+                f"审计日志完整：{self.checked} 条记录，链头序号 {self.head_seq}（{anchor_zh}）"
+                f" / audit log intact: {self.checked} records, head seq {self.head_seq} ({anchor})"
+            )
+        return (
+            f"审计日志在第 {self.first_bad_seq} 条记录处被破坏，请审查后处理"
+            f" / audit log broken at record seq {self.first_bad_seq}: {self.problem}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
