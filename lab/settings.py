@@ -310,7 +310,8 @@ def _endpoints(env: Mapping[str, str]) -> Endpoints:
     minio = (env.get("DATALAB_MINIO_ENDPOINT") or "").strip()
     if minio and not _HOST_PORT.match(minio):
         raise ConfigError(
-            f"DATALAB_MINIO_ENDPOINT={minio[:80]!r} must be host:port, e.g. minio.datalab.svc:9000 "
+            "DATALAB_MINIO_ENDPOINT must be host:port, e.g. minio.datalab.svc:9000 (the value is not "
+            "repeated here: it may hold a password) "
             "/ DATALAB_MINIO_ENDPOINT 须写成 主机:端口"
         )
     return Endpoints(**values, minio=minio or None, minio_tls=_flag(env, "DATALAB_MINIO_TLS"))

@@ -100,6 +100,7 @@ def test_every_endpoint_has_a_setting_and_nothing_stays_on_loopback(tmp_path: Pa
         ("DATALAB_PUBLIC_URL", "https://admin:secret@lab.example.org"),  # credentials in a URL
         ("DATALAB_HUB_API_URL", "ftp://hub/hub/api"),
         ("DATALAB_MINIO_ENDPOINT", "http://minio:9000"),  # host:port, not a URL
+        ("DATALAB_MINIO_ENDPOINT", "admin:secret@minio:9000"),  # credentials where a host belongs
         ("DATALAB_MINIO_TLS", "maybe"),
     ],
 )
